@@ -1,0 +1,13 @@
+"""sse-export: turn an SSE checkpoint into a validated ONNX model folder for :mod:`sse_onnx`.
+
+Example:
+    >>> from sse_export import export
+    >>> result = export(output="sse-256", dim=256)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from sse_export.checkpoint import Checkpoint, load_checkpoint
+from sse_export.exporter import ExportResult, export
+
+__all__ = ["Checkpoint", "ExportResult", "export", "load_checkpoint"]

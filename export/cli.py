@@ -1,0 +1,96 @@
+"""The ``sse-export`` command: a thin argparse layer over :func:`sse_export.export`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sse_export.exporter import export
+from sse_export.validate import format_reports
+from sse_onnx import format as fmt
+from sse_onnx.errors import SSEError
+
+__all__ = ["main"]
+
+EXAMPLES = """\
+examples:
+  sse-export --dim 256 --output sse-256
+      export the bundled default model, first 256 dimensions, and validate it
+  sse-export --model path/to/sse-checkpoint --output sse-onnx --variants fp32 fp16
+      export a local SSE checkpoint (model.safetensors + tokenizer.json) in two variants
+  python -c "from sse_onnx import Encoder; print(Encoder('sse-256').encode('hello').shape)"
+      embed with the export
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (flag names match :func:`sse_export.export`'s parameters)."""
+    parser = argparse.ArgumentParser(
+        prog="sse-export",
+        description="Export an SSE (Stable Static Embedding) checkpoint to a validated ONNX "
+        "model folder for sse_onnx.Encoder. Reads tensors only; never runs the checkpoint's code.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="checkpoint folder with model.safetensors and tokenizer.json "
+        "(default: the bundled default model)",
+    )
+    parser.add_argument(
+        "--output", metavar="DIR", help="folder to write (default: ./<model name>-onnx)"
+    )
+    parser.add_argument(
+        "--dim", type=int, metavar="N", help="keep the first N dimensions (default: all)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["fp32"],
+        choices=sorted(fmt.VARIANT_FILES),
+        metavar="VARIANT",
+        help=f"model variants to write, the first is the default; one or more of "
+        f"{sorted(fmt.VARIANT_FILES)} (default: fp32)",
+    )
+    parser.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
+        help="skip the comparison with the PyTorch reference",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print errors only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0 ok, 1 failed export or bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        result = export(
+            args.model,
+            output=args.output,
+            dim=args.dim,
+            variants=args.variants,
+            validate=args.validate,
+        )
+    except (SSEError, ValueError, TypeError) as exc:
+        print(f"sse-export: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        manifest = result.manifest
+        print(f"Exported {manifest.model_name} ({manifest.dim} of {manifest.source_dim} dims) to")
+        print(f"  {result.folder}")
+        for variant, entry in manifest.variants.items():
+            print(f"  {entry.file:<20} {variant:<6} {entry.bytes / 1e6:8.1f} MB")
+        if result.reports:
+            print("Validation against the PyTorch reference (normalised outputs):")
+            print(format_reports(result.reports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

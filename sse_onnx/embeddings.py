@@ -1,0 +1,98 @@
+"""Post-processing of embeddings: L2 normalisation, precision conversion and similarity.
+
+The conventions are sentence-transformers' (``normalize_embeddings``, ``precision``,
+``quantize_embeddings``, ``similarity``), so results can be compared one to one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["PRECISIONS", "Precision", "normalize", "quantize", "similarity"]
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def normalize(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """L2-normalise rows as ``torch.nn.functional.normalize(eps=1e-12)`` does.
+
+    A zero row stays zero rather than becoming NaN.
+    """
+    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    out: npt.NDArray[np.float32] = (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
+
+
+def quantize(embeddings: npt.NDArray[np.float32], precision: Precision) -> npt.NDArray[np.generic]:
+    """Convert float embeddings ``(n, dim)`` to ``precision`` as sentence-transformers does.
+
+    ``int8``/``uint8`` use 256 buckets per dimension between the minimum and maximum of the
+    given embeddings (so they need at least two, and are steadier with hundreds); ``binary``/
+    ``ubinary`` pack the sign bits into ``ceil(dim / 8)`` bytes, offset by -128 for ``binary``.
+
+    Raises:
+        ValueError: for an unknown precision, or int8/uint8 ranges asked of a single embedding.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; choose one of {PRECISIONS}.")
+    if precision == "float32":
+        return embeddings
+    if precision in ("binary", "ubinary"):
+        packed = np.packbits(embeddings > 0, axis=-1)
+        return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+    if embeddings.shape[0] == 0:
+        return np.zeros(embeddings.shape, dtype=np.int8 if precision == "int8" else np.uint8)
+    if embeddings.shape[0] == 1:
+        raise ValueError(
+            f"Cannot compute {precision} quantization ranges from a single embedding; encode a "
+            "representative batch of texts at once, or use precision='float32' and quantize later."
+        )
+    if embeddings.shape[0] < 100:
+        logger.warning(
+            "Computing %s buckets from %d embeddings; ranges are steadier from more texts.",
+            precision,
+            embeddings.shape[0],
+        )
+    starts = embeddings.min(axis=0)
+    steps = (embeddings.max(axis=0) - starts) / 255
+    steps = np.where(steps == 0, 1, steps)
+    buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+    result: npt.NDArray[np.generic] = (
+        buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+    )
+    return result
+
+
+def similarity(
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
+) -> npt.NDArray[np.float32]:
+    """Cosine similarity between every row of ``a`` and every row of ``b``.
+
+    Args:
+        a: ``(n, dim)`` or ``(dim,)`` float embeddings.
+        b: ``(m, dim)`` or ``(dim,)`` float embeddings.
+
+    Returns:
+        A float32 ``(n, m)`` matrix (1-D inputs count as one row).
+
+    Example:
+        >>> similarity([[1.0, 0.0]], [[1.0, 0.0], [0.0, 2.0]])
+        array([[1., 0.]], dtype=float32)
+    """
+    left = np.atleast_2d(np.asarray(a, dtype=np.float32))
+    right = np.atleast_2d(np.asarray(b, dtype=np.float32))
+    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[1]:
+        raise ValueError(
+            f"similarity needs two (n, dim) arrays of the same dim; got shapes {left.shape} and "
+            f"{right.shape}."
+        )
+    scores: npt.NDArray[np.float32] = normalize(left) @ normalize(right).T
+    return scores

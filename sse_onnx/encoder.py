@@ -1,0 +1,336 @@
+"""The runtime: one onnxruntime session plus the tokenizer, behind ``Encoder.encode``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from sse_onnx import format as fmt
+from sse_onnx.embeddings import PRECISIONS, Precision, normalize, quantize, similarity
+from sse_onnx.errors import ModelFormatError, SSEError
+from sse_onnx.tokenizer import TextTokenizer, TokenIds
+
+__all__ = ["DEFAULT_MODEL", "Encoder"]
+
+logger = logging.getLogger(__name__)
+
+#: The exported default model shipped inside the package.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+
+#: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats.
+TOKEN_BUDGET = 1 << 15
+#: Token sequences longer than this are embedded in chunks whose sums are added.
+CHUNK_TOKENS = 1 << 13
+#: Texts tokenized per block; bounds the memory held by token ids of a large call.
+BLOCK_TEXTS = 1 << 13
+
+
+class Encoder:
+    """Embeds texts with an exported SSE model on onnxruntime's CPU provider.
+
+    Args:
+        model: A folder written by ``sse-export``; ``None`` loads the bundled default model.
+        variant: Which model file of the folder to run (see its ``manifest.json``); ``None``
+            takes the folder's default variant.
+        threads: onnxruntime intra-op threads; ``None`` lets onnxruntime use every core.
+
+    Raises:
+        ModelFormatError: if the folder is missing a file, holds a corrupt model, or was
+            written with another schema version.
+        ValueError: for an unknown variant or a bad thread count.
+
+    Example:
+        >>> from sse_onnx import Encoder
+        >>> encoder = Encoder()
+        >>> encoder.encode(["hello world", "static embeddings"]).shape
+        (2, 256)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        variant: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        folder = DEFAULT_MODEL if model is None else Path(model)
+        manifest = fmt.read_manifest(folder)
+        chosen = manifest.default_variant if variant is None else variant
+        if chosen not in manifest.variants:
+            raise ValueError(
+                f"variant={variant!r} is not in {folder}, which holds {sorted(manifest.variants)}; "
+                f"export it with `sse-export --variants {variant}` or pick one of those."
+            )
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
+            raise TypeError(f"threads must be an int or None, not {type(threads).__name__}.")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads={threads} must be at least 1 (or None for all cores).")
+        model_path = _checked_file(folder, manifest.variants[chosen])
+        tokenizer_path = _checked_file(folder, manifest.tokenizer)
+        self._session = _open_session(model_path, threads)
+        self._tokenizer = TextTokenizer(tokenizer_path)
+        if self._tokenizer.vocab_size != manifest.vocab_size:
+            raise ModelFormatError(
+                f"{tokenizer_path} has {self._tokenizer.vocab_size} tokens but the model has "
+                f"{manifest.vocab_size} rows; the folder mixes two models, re-export it."
+            )
+        self.folder = folder
+        self.manifest = manifest
+        self.variant = chosen
+        self._head: tuple[npt.NDArray[np.float64], ...] | None = None
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings the model produces (before ``truncate_dim``)."""
+        return self.manifest.dim
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder(model={str(self.folder)!r}, variant={self.variant!r}, dim={self.dim}, "
+            f"name={self.manifest.model_name!r})"
+        )
+
+    similarity = staticmethod(similarity)
+
+    @overload
+    def encode(
+        self,
+        texts: str,
+        *,
+        batch_size: int = ...,
+        normalize_embeddings: bool = ...,
+        truncate_dim: int | None = ...,
+        show_progress_bar: bool | None = ...,
+        precision: Precision = ...,
+    ) -> npt.NDArray[Any]: ...
+
+    @overload
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = ...,
+        normalize_embeddings: bool = ...,
+        truncate_dim: int | None = ...,
+        show_progress_bar: bool | None = ...,
+        precision: Precision = ...,
+    ) -> npt.NDArray[Any]: ...
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        normalize_embeddings: bool = True,
+        truncate_dim: int | None = None,
+        show_progress_bar: bool | None = None,
+        precision: Precision = "float32",
+    ) -> npt.NDArray[Any]:
+        """Embed one text or a list of texts.
+
+        Texts are tokenized without special tokens and without truncation, sorted by length to
+        cut padding, embedded, and returned in their original order. Texts of any length keep
+        memory bounded.
+
+        Args:
+            texts: A string, or a sequence of strings.
+            batch_size: Texts per graph call.
+            normalize_embeddings: L2-normalise each embedding (after ``truncate_dim``).
+            truncate_dim: Keep the first k dimensions (Matryoshka); ``None`` keeps all.
+            show_progress_bar: Show a tqdm bar (needs tqdm); ``None`` shows one when logging
+                is at INFO or below.
+            precision: ``"float32"``, or ``"int8"``, ``"uint8"``, ``"binary"``, ``"ubinary"`` as
+                sentence-transformers' ``quantize_embeddings`` defines them.
+
+        Returns:
+            ``(n, dim)`` embeddings for a sequence, ``(dim,)`` for a single string
+            (``dim / 8`` bytes for binary precisions).
+
+        Raises:
+            TypeError: if an item is not a string (the message names its index).
+            ValueError: for a bad ``batch_size``, ``truncate_dim`` or ``precision``.
+        """
+        single = isinstance(texts, str)
+        items: list[str] = [texts] if isinstance(texts, str) else _checked_texts(texts)
+        _check_positive_int("batch_size", batch_size)
+        dim = self.dim if truncate_dim is None else truncate_dim
+        _check_positive_int("truncate_dim", dim)
+        if dim > self.dim:
+            raise ValueError(f"truncate_dim={truncate_dim} is larger than the model's {self.dim}.")
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision={precision!r} is not supported; choose one of {PRECISIONS}."
+            )
+
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        with _progress(len(items), show_progress_bar) as advance:
+            for start in range(0, len(items), BLOCK_TEXTS):
+                block = items[start : start + BLOCK_TEXTS]
+                ids = self._tokenizer.encode(block)
+                out[start : start + len(block)] = self._embed(ids, batch_size)
+                advance(len(block))
+        embeddings = out[:, :dim]
+        if normalize_embeddings:
+            embeddings = normalize(embeddings)
+        result = quantize(np.ascontiguousarray(embeddings), precision)
+        return result[0] if single else result
+
+    def _embed(self, ids: list[TokenIds], batch_size: int) -> npt.NDArray[np.float32]:
+        """SSE embeddings (unnormalised) of token-id sequences, in their order."""
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        lengths = np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(lengths, kind="stable")
+        short = order[lengths[order] <= CHUNK_TOKENS]
+        start = 0
+        while start < len(short):
+            stop = min(start + batch_size, len(short))
+            # Sorted ascending, so the last row is the longest; shrink until within budget.
+            while stop - start > 1 and (stop - start) * lengths[short[stop - 1]] > TOKEN_BUDGET:
+                stop -= 1
+            rows = short[start:stop]
+            out[rows] = self._run_padded([ids[i] for i in rows], fmt.SENTENCE_EMBEDDING)
+            start = stop
+        for i in order[lengths[order] > CHUNK_TOKENS]:
+            out[i] = self._embed_long(ids[i])
+        return out
+
+    def _embed_long(self, seq: TokenIds) -> npt.NDArray[np.float32]:
+        """Embed one long sequence from the summed rows of its chunks: exact, mean = sum / n."""
+        total = np.zeros(self.dim, dtype=np.float64)
+        chunks = [seq[i : i + CHUNK_TOKENS] for i in range(0, len(seq), CHUNK_TOKENS)]
+        per_call = TOKEN_BUDGET // CHUNK_TOKENS
+        for start in range(0, len(chunks), per_call):
+            sums = self._run_padded(chunks[start : start + per_call], fmt.TOKEN_SUM)
+            total += sums.sum(axis=0, dtype=np.float64)
+        alpha, beta, bias = self._head_parameters()
+        embedding: npt.NDArray[np.float32] = (
+            beta * np.tanh(alpha * (total / len(seq)) + bias)
+        ).astype(np.float32)
+        return embedding
+
+    def _head_parameters(self) -> tuple[npt.NDArray[np.float64], ...]:
+        """The DyT vectors, read once from the graph's constant outputs."""
+        if self._head is None:
+            outputs = self._run(
+                list(fmt.DYT_OUTPUTS),
+                np.zeros((1, 1), dtype=np.int64),
+                np.zeros((1, 1), dtype=np.int64),
+            )
+            self._head = tuple(np.asarray(o, dtype=np.float64) for o in outputs)
+        return self._head
+
+    def _run_padded(self, seqs: Sequence[TokenIds], output: str) -> npt.NDArray[np.float32]:
+        """Pad sequences into one ``[batch, length]`` call and return one output."""
+        width = max(1, max(len(seq) for seq in seqs))
+        input_ids = np.full((len(seqs), width), self.manifest.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        result: npt.NDArray[np.float32] = self._run([output], input_ids, mask)[0]
+        return result
+
+    def _run(
+        self, outputs: list[str], input_ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
+    ) -> list[npt.NDArray[np.float32]]:
+        try:
+            result: list[npt.NDArray[np.float32]] = self._session.run(
+                outputs, {fmt.INPUT_IDS: input_ids, fmt.ATTENTION_MASK: mask}
+            )
+        except Exception as exc:  # onnxruntime raises its own unrelated exception classes
+            raise SSEError(
+                f"onnxruntime failed on {self.folder} ({self.variant}): {exc}. The model file "
+                "may be damaged; re-export it, and report the problem if it persists."
+            ) from exc
+        return result
+
+
+def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
+    """The path of a manifest entry, checked to exist with the recorded size."""
+    path = folder / entry.file
+    if not path.is_file():
+        raise ModelFormatError(f"{path} is missing; the model folder is incomplete, re-export it.")
+    size = path.stat().st_size
+    if size != entry.bytes:
+        raise ModelFormatError(
+            f"{path} has {size} bytes but the manifest records {entry.bytes}: the file is "
+            "truncated or was replaced; re-export the model."
+        )
+    return path
+
+
+def _open_session(path: Path, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own unrelated exception classes
+        raise ModelFormatError(
+            f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0]}); the file is "
+            "corrupt, re-export the model."
+        ) from exc
+    inputs = {node.name for node in session.get_inputs()}
+    outputs = {node.name for node in session.get_outputs()}
+    expected_outputs = {fmt.SENTENCE_EMBEDDING, fmt.TOKEN_SUM, *fmt.DYT_OUTPUTS}
+    if inputs != {fmt.INPUT_IDS, fmt.ATTENTION_MASK} or not expected_outputs <= outputs:
+        raise ModelFormatError(
+            f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, not the sse-onnx "
+            f"graph contract ({fmt.INPUT_IDS}, {fmt.ATTENTION_MASK} -> "
+            f"{sorted(expected_outputs)}); export it with sse-export."
+        )
+    return session
+
+
+def _checked_texts(texts: object) -> list[str]:
+    if not isinstance(texts, Sequence):
+        raise TypeError(
+            f"texts must be a string or a sequence of strings, not {type(texts).__name__}."
+        )
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"texts[{index}] is {type(text).__name__} ({text!r:.40}), not str; "
+                "pass strings only (use '' for an empty text)."
+            )
+    return list(texts)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"{name}={value} must be at least 1.")
+
+
+@contextmanager
+def _progress(total: int, show: bool | None) -> Iterator[Any]:
+    """Yield a callable that advances a tqdm bar, or does nothing without one."""
+    if show is None:
+        show = logger.getEffectiveLevel() <= logging.INFO
+    bar = None
+    if show:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            logger.warning("show_progress_bar=True needs tqdm: `pip install tqdm`.")
+        else:
+            bar = tqdm(total=total, unit="text", desc="Encoding")
+    try:
+        yield (bar.update if bar is not None else lambda _n: None)
+    finally:
+        if bar is not None:
+            bar.close()

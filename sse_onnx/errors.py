@@ -1,0 +1,26 @@
+"""The error hierarchy shared by the runtime and the exporter.
+
+Every error the project raises on purpose derives from :class:`SSEError`, so callers can catch
+one class. Errors about a file or folder on disk also derive from :class:`ValueError`, as
+model2vec and sentence-transformers do for bad model folders.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ModelFormatError", "ParityError", "SSEError"]
+
+
+class SSEError(Exception):
+    """Base class of every error raised on purpose by sse-onnx and sse-export."""
+
+
+class ModelFormatError(SSEError, ValueError):
+    """An exported model folder is missing a file, is corrupt, or has another schema version."""
+
+
+class CheckpointError(SSEError, ValueError):
+    """A source checkpoint cannot be exported: a file, key, shape or value is wrong."""
+
+
+class ParityError(SSEError):
+    """An exported model does not reproduce the PyTorch reference within tolerance."""

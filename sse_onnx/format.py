@@ -1,0 +1,201 @@
+"""The on-disk contract of an exported model folder: file names, graph I/O names, the manifest.
+
+This module is the single owner of the format. The exporter writes a folder only through it and
+the runtime reads a folder only through it, so a change of layout is a change here (and a bump
+of :data:`SCHEMA_VERSION`).
+
+An exported folder holds::
+
+    manifest.json      # Manifest below, schema version SCHEMA_VERSION
+    tokenizer.json     # Hugging Face tokenizer; padding, truncation and post-processor off
+    model.onnx         # one file per variant, see VARIANT_FILES
+
+Every model graph has the inputs ``input_ids`` and ``attention_mask`` (int64, ``[batch,
+sequence]``) and the outputs:
+
+- ``sentence_embedding`` float32 ``[batch, dim]``: the SSE output before L2 normalisation;
+- ``token_sum`` float32 ``[batch, dim]``: the masked sum of the gathered rows, so that a text too
+  long for one padded batch can be embedded in chunks whose sums are added (the mean is a sum
+  divided by a count);
+- ``dyt_alpha``, ``dyt_beta``, ``dyt_bias`` float32 ``[dim]``: the head's parameters, so that
+  the head can be applied to such a combined mean without a second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sse_onnx.errors import ModelFormatError
+
+__all__ = [
+    "ATTENTION_MASK",
+    "DYT_OUTPUTS",
+    "INPUT_IDS",
+    "MANIFEST_FILE",
+    "SCHEMA_VERSION",
+    "SENTENCE_EMBEDDING",
+    "TOKENIZER_FILE",
+    "TOKEN_SUM",
+    "VARIANT_FILES",
+    "FileEntry",
+    "Manifest",
+    "read_manifest",
+    "sha256_file",
+    "write_manifest",
+]
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "sse-onnx"
+
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+SENTENCE_EMBEDDING = "sentence_embedding"
+TOKEN_SUM = "token_sum"
+DYT_OUTPUTS = ("dyt_alpha", "dyt_beta", "dyt_bias")
+
+#: Variant name -> model file name. ``fp32`` is the exact export; ``fp16`` stores the table in
+#: half precision and casts the gathered rows to float32 (exact when the source is fp16).
+VARIANT_FILES: dict[str, str] = {
+    "fp32": "model.onnx",
+    "fp16": "model_fp16.onnx",
+}
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the folder with its size and checksum, to detect truncation and swaps."""
+
+    file: str
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, folder: Path, name: str) -> FileEntry:
+        """Describe the file ``folder / name`` as it is on disk now."""
+        path = folder / name
+        return cls(file=name, bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an exported folder holds and where it came from.
+
+    Attributes:
+        model_name: A human-readable name of the source model.
+        family: The checkpoint family and pooling rule, ``"sse"`` for SSE checkpoints.
+        dim: Output width of every variant in the folder (after ``--dim`` truncation).
+        source_dim: Width of the source checkpoint.
+        vocab_size: Rows of the embedding table; equals the tokenizer's vocabulary size.
+        pad_token_id: The id fed at padded positions (masked out by the graph).
+        source_sha256: sha256 of the source weights file(s) and tokenizer, by file name.
+        tokenizer: The exported tokenizer file.
+        variants: Variant name -> its model file.
+        default_variant: The variant :class:`sse_onnx.Encoder` loads when none is asked for.
+        package_version: Version of sse-onnx that wrote the folder.
+        schema_version: Version of this format.
+    """
+
+    model_name: str
+    family: str
+    dim: int
+    source_dim: int
+    vocab_size: int
+    pad_token_id: int
+    source_sha256: dict[str, str]
+    tokenizer: FileEntry
+    variants: dict[str, FileEntry]
+    default_variant: str
+    package_version: str
+    schema_version: int = SCHEMA_VERSION
+    format: str = field(default=FORMAT_NAME)
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON with sorted keys."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str) -> Manifest:
+        """Build a manifest from parsed JSON, checking format, schema version and keys.
+
+        Raises:
+            ModelFormatError: naming ``where`` and the problem.
+        """
+        if data.get("format") != FORMAT_NAME:
+            raise ModelFormatError(
+                f"{where} is not an sse-onnx manifest (format={data.get('format')!r}); "
+                "export the model with `sse-export --output DIR` and load DIR."
+            )
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ModelFormatError(
+                f"{where} has schema version {version!r}, but this sse-onnx reads version "
+                f"{SCHEMA_VERSION}; re-export the model with this version of sse-export, or "
+                "install the sse-onnx version that wrote it."
+            )
+        try:
+            fields = dict(data)
+            fields["tokenizer"] = FileEntry(**fields["tokenizer"])
+            fields["variants"] = {k: FileEntry(**v) for k, v in fields["variants"].items()}
+            manifest = cls(**fields)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModelFormatError(
+                f"{where} is incomplete or malformed ({exc}); re-export the model with sse-export."
+            ) from exc
+        if manifest.default_variant not in manifest.variants:
+            raise ModelFormatError(
+                f"{where}: default_variant {manifest.default_variant!r} is not one of the "
+                f"variants {sorted(manifest.variants)}; re-export the model with sse-export."
+            )
+        return manifest
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
+    """Read and check ``folder/manifest.json``.
+
+    Raises:
+        ModelFormatError: if the folder or manifest is missing, unreadable, or of another
+            schema version.
+    """
+    root = Path(folder)
+    path = root / MANIFEST_FILE
+    if not root.is_dir():
+        raise ModelFormatError(
+            f"Model folder {root} does not exist; pass a folder written by `sse-export --output`."
+        )
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{path} is missing: {root} is not an exported sse-onnx model folder. "
+            "Export one with `sse-export --model CHECKPOINT --output DIR`."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path} is not valid JSON ({exc}); re-export the model.") from exc
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} does not hold a JSON object; re-export the model.")
+    return Manifest.from_dict(data, where=str(path))
+
+
+def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """Write ``manifest`` as ``folder/manifest.json`` and return its path."""
+    path = Path(folder) / MANIFEST_FILE
+    path.write_text(manifest.to_json(), encoding="utf-8")
+    return path

@@ -1,0 +1,143 @@
+"""Shared fixtures: tiny synthetic SSE checkpoints (seeded) and an independent numpy reference.
+
+Checkpoints are built here, never downloaded. Two tokenizers are used: the real
+bert-base-uncased WordPiece tokenizer shipped with the default model, and a tiny WordPiece one
+built in code.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+ROOT = Path(__file__).resolve().parents[1]
+BERT_TOKENIZER = ROOT / "models" / "default" / "tokenizer.json"
+
+TINY_VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog",
+    "static", "embed", "##ding", "##s", "are", "fast", ".", ",", "!", "?", "a", "b", "c",
+    "hello", "world", "##ed", "caf", "##e", "naive", "東", "京",
+]  # fmt: skip
+
+
+def write_tiny_tokenizer(path: Path) -> Path:
+    """A BERT-style WordPiece tokenizer over TINY_VOCAB, saved as tokenizer.json."""
+    vocab = {token: i for i, token in enumerate(TINY_VOCAB)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.save(str(path))
+    return path
+
+
+def sse_arrays(vocab: int, dim: int, seed: int) -> dict[str, npt.NDArray[np.float32]]:
+    """Random SSE tensors with a non-trivial head (alpha, beta, bias far from the init)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "embedding.weight": rng.normal(0, 1, (vocab, dim)).astype(np.float32),
+        "dyt.alpha": rng.uniform(0.2, 1.5, dim).astype(np.float32),
+        "dyt.beta": rng.uniform(0.5, 2.0, dim).astype(np.float32),
+        "dyt.bias": rng.normal(0, 0.3, dim).astype(np.float32),
+    }
+
+
+def write_checkpoint(
+    folder: Path,
+    tokenizer: Path,
+    tensors: dict[str, npt.NDArray[np.float32]],
+) -> Path:
+    """Write an SSE checkpoint folder: model.safetensors + tokenizer.json."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    shutil.copy(tokenizer, folder / "tokenizer.json")
+    return folder
+
+
+def numpy_sse(
+    tensors: dict[str, npt.NDArray[np.float32]],
+    tokenizer: Path,
+    texts: Sequence[str],
+    dim: int | None = None,
+) -> npt.NDArray[np.float64]:
+    """Independent reference: HF ids (no special tokens), float64 mean incl. [UNK], DyT, slice."""
+    tok = Tokenizer.from_file(str(tokenizer))
+    tok.no_padding()
+    tok.no_truncation()
+    table = tensors["embedding.weight"].astype(np.float64)
+    alpha, beta, bias = (
+        tensors[k].astype(np.float64) for k in ("dyt.alpha", "dyt.beta", "dyt.bias")
+    )
+    rows = []
+    for text in texts:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        mean = table[ids].mean(axis=0) if ids else np.zeros(table.shape[1])
+        rows.append(beta * np.tanh(alpha * mean + bias))
+    out = np.array(rows).reshape(len(texts), table.shape[1])
+    return out[:, : dim or table.shape[1]]
+
+
+def l2(x: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """Row-wise L2 normalisation in float64 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_tokenizer(tmp_path_factory.mktemp("tiny-tokenizer") / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_tensors() -> dict[str, npt.NDArray[np.float32]]:
+    return sse_arrays(len(TINY_VOCAB), 16, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_tokenizer: Path,
+    tiny_tensors: dict[str, npt.NDArray[np.float32]],
+) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-ckpt"), tiny_tokenizer, tiny_tensors)
+
+
+@pytest.fixture(scope="session")
+def bert_tensors() -> dict[str, npt.NDArray[np.float32]]:
+    """A 30,522-row table of width 300, so that 256, 64 and 1 are true truncations."""
+    return sse_arrays(30522, 300, seed=2)
+
+
+@pytest.fixture(scope="session")
+def bert_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, bert_tensors: dict[str, npt.NDArray[np.float32]]
+) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("bert-ckpt"), BERT_TOKENIZER, bert_tensors)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Export a checkpoint once per (checkpoint, dim, variants) and reuse the folder."""
+    from sse_export import export
+
+    cache: dict[tuple[Path, int | None, tuple[str, ...]], Path] = {}
+
+    def get(
+        checkpoint: Path, dim: int | None = None, variants: tuple[str, ...] = ("fp32",)
+    ) -> Path:
+        key = (checkpoint, dim, variants)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp("export")
+            export(checkpoint, output=folder, dim=dim, variants=variants)
+            cache[key] = folder
+        return cache[key]
+
+    return get

@@ -1,0 +1,220 @@
+"""The runtime API: shapes, options, precision, and errors on bad input or a bad folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sse_onnx import Encoder, ModelFormatError, SSEError, similarity
+from sse_onnx.format import MANIFEST_FILE, VARIANT_FILES
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_checkpoint: Path, exported: Callable[..., Path]) -> Path:
+    return exported(tiny_checkpoint, None, ("fp32", "fp16"))
+
+
+@pytest.fixture(scope="module")
+def encoder(folder: Path) -> Encoder:
+    return Encoder(folder, threads=1)
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_shapes(encoder: Encoder) -> None:
+    assert encoder.dim == 16
+    assert encoder.encode(["hello world"]).shape == (1, 16)
+    assert encoder.encode("hello world").shape == (16,)
+    assert encoder.encode(("a", "b", "c")).shape == (3, 16)
+    empty = encoder.encode([])
+    assert empty.shape == (0, 16) and empty.dtype == np.float32
+
+
+def test_single_string_equals_its_row(encoder: Encoder) -> None:
+    np.testing.assert_array_equal(encoder.encode("the cat"), encoder.encode(["the cat"])[0])
+
+
+def test_normalisation_and_truncation(encoder: Encoder) -> None:
+    texts = ["the cat sat", "static embeddings are fast", ""]
+    raw = encoder.encode(texts, normalize_embeddings=False)
+    unit = encoder.encode(texts)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    cut = encoder.encode(texts, truncate_dim=4)
+    expected = raw[:, :4] / np.linalg.norm(raw[:, :4], axis=1, keepdims=True)
+    np.testing.assert_allclose(cut, expected, atol=1e-6)
+
+
+def test_precisions_match_sentence_transformers_rules(encoder: Encoder) -> None:
+    texts = ["the cat sat", "a dog", "static embeddings", "hello world", "c b a", ""]
+    emb = encoder.encode(texts)
+    # Restated from sentence-transformers' quantize_embeddings (ranges from the batch itself).
+    starts, steps = emb.min(axis=0), (emb.max(axis=0) - emb.min(axis=0)) / 255
+    buckets = np.clip(np.floor((emb - starts) / np.where(steps == 0, 1, steps)), 0, 255)
+    np.testing.assert_array_equal(
+        encoder.encode(texts, precision="uint8"), buckets.astype(np.uint8)
+    )
+    np.testing.assert_array_equal(
+        encoder.encode(texts, precision="int8"), (buckets - 128).astype(np.int8)
+    )
+    bits = (emb > 0).astype(np.uint8)
+    packed = np.array([[int("".join(map(str, row[i : i + 8])), 2) for i in (0, 8)] for row in bits])
+    np.testing.assert_array_equal(encoder.encode(texts, precision="ubinary"), packed)
+    np.testing.assert_array_equal(
+        encoder.encode(texts, precision="binary"), (packed - 128).astype(np.int8)
+    )
+    assert encoder.encode("the cat", precision="ubinary").shape == (2,)
+
+
+def test_int8_of_a_single_text_is_refused(encoder: Encoder) -> None:
+    with pytest.raises(ValueError, match="single embedding"):
+        encoder.encode("the cat", precision="int8")
+
+
+def test_similarity(encoder: Encoder) -> None:
+    a = encoder.encode(["the cat sat on the mat", "static embeddings"])
+    scores = similarity(a, a)
+    assert scores.shape == (2, 2)
+    np.testing.assert_allclose(np.diag(scores), 1.0, atol=1e-6)
+    np.testing.assert_allclose(scores[0, 1], a[0] @ a[1], atol=1e-6)
+    assert Encoder.similarity is similarity
+    with pytest.raises(ValueError, match="same dim"):
+        similarity(np.ones((2, 3)), np.ones((2, 4)))
+
+
+def test_threads_give_identical_results(folder: Path, encoder: Encoder) -> None:
+    texts = ["the cat sat on the mat " * 30, "hello", "dog dog dog"] * 20
+    np.testing.assert_array_equal(Encoder(folder, threads=2).encode(texts), encoder.encode(texts))
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "match"),
+    [
+        (["ok", None], TypeError, r"texts\[1\] is NoneType"),
+        (["ok", "fine", 3], TypeError, r"texts\[2\] is int"),
+        ([b"bytes"], TypeError, r"texts\[0\] is bytes"),
+        (42, TypeError, "texts must be a string or a sequence of strings, not int"),
+        ((t for t in ["a"]), TypeError, "not generator"),
+    ],
+)
+def test_bad_texts(encoder: Encoder, texts: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        encoder.encode(texts)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"truncate_dim": 0}, ValueError, "truncate_dim=0 must be at least 1"),
+        ({"truncate_dim": 17}, ValueError, "truncate_dim=17 is larger than the model's 16"),
+        ({"truncate_dim": 2.5}, TypeError, "truncate_dim must be an int"),
+        ({"batch_size": 0}, ValueError, "batch_size=0 must be at least 1"),
+        ({"precision": "float16"}, ValueError, "precision='float16' is not supported"),
+    ],
+)
+def test_bad_options(encoder: Encoder, options: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        encoder.encode(["the cat"], **options)  # type: ignore[arg-type]
+
+
+def test_variant_choice(folder: Path) -> None:
+    assert Encoder(folder).variant == "fp32"
+    assert Encoder(folder, variant="fp16").variant == "fp16"
+    with pytest.raises(ValueError, match=r"variant='int3' is not in .* holds \['fp16', 'fp32'\]"):
+        Encoder(folder, variant="int3")
+
+
+@pytest.mark.parametrize(
+    ("threads", "error"), [(0, ValueError), (-1, ValueError), ("2", TypeError)]
+)
+def test_bad_threads(folder: Path, threads: object, error: type) -> None:
+    with pytest.raises(error, match="threads"):
+        Encoder(folder, threads=threads)  # type: ignore[arg-type]
+
+
+def test_missing_folder_and_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        Encoder(tmp_path / "nowhere")
+    with pytest.raises(ModelFormatError, match=r"manifest.json is missing"):
+        Encoder(tmp_path)
+
+
+@pytest.mark.parametrize("name", [VARIANT_FILES["fp32"], "tokenizer.json"])
+def test_missing_file(folder: Path, tmp_path: Path, name: str) -> None:
+    broken = copy_of(folder, tmp_path)
+    (broken / name).unlink()
+    with pytest.raises(ModelFormatError, match=f"{name} is missing"):
+        Encoder(broken)
+
+
+def test_truncated_model(folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(folder, tmp_path)
+    model = broken / VARIANT_FILES["fp32"]
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(ModelFormatError, match=r"model.onnx has 1000 bytes but the manifest"):
+        Encoder(broken)
+
+
+def test_corrupt_model_of_the_recorded_size(folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(folder, tmp_path)
+    model = broken / VARIANT_FILES["fp32"]
+    model.write_bytes(b"\xff" * model.stat().st_size)
+    with pytest.raises(ModelFormatError, match=r"model.onnx is not a loadable ONNX model"):
+        Encoder(broken)
+
+
+def test_corrupt_tokenizer(folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(folder, tmp_path)
+    tokenizer = broken / "tokenizer.json"
+    size = tokenizer.stat().st_size
+    tokenizer.write_bytes(b"{" + b" " * (size - 1))
+    with pytest.raises(ModelFormatError, match=r"tokenizer\.json is not a readable"):
+        Encoder(broken)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"schema_version": 99}, "schema version 99, but this sse-onnx reads version 1"),
+        ({"format": "other"}, "is not an sse-onnx manifest"),
+        ({"variants": None}, "incomplete or malformed"),
+        ({"default_variant": "int8"}, "default_variant 'int8' is not one of"),
+    ],
+)
+def test_bad_manifest(folder: Path, tmp_path: Path, edit: dict[str, object], match: str) -> None:
+    broken = copy_of(folder, tmp_path)
+    data = json.loads((broken / MANIFEST_FILE).read_text())
+    data.update(edit)
+    (broken / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(ModelFormatError, match=match):
+        Encoder(broken)
+
+
+def test_manifest_not_json(folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(folder, tmp_path)
+    (broken / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ModelFormatError, match="not valid JSON"):
+        Encoder(broken)
+
+
+def test_errors_share_one_base(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(SSEError):
+        Encoder(tmp_path / "nowhere")
+    assert issubclass(ModelFormatError, ValueError)
+
+
+def test_progress_bar_is_optional(encoder: Encoder, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
+    encoder.encode(["a", "b"], show_progress_bar=True)
+    assert "Encoding" in capsys.readouterr().err
+    encoder.encode(["a", "b"], show_progress_bar=False)
+    assert capsys.readouterr().err == ""

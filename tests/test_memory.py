@@ -1,0 +1,64 @@
+"""A 50 MB text embeds with bounded memory and the exact result.
+
+The text repeats one paragraph with spaces between copies, so its token ids are the paragraph's
+ids repeated and its mean is the paragraph's mean: the reference is computed on the paragraph.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from conftest import l2, numpy_sse
+
+PARAGRAPH = (
+    "Static embeddings map each token to a vector; the text is the mean. Café, naïve, 東京, "
+    "https://example.com/x?y=1 and ☃ unknowns stay in the bag! Numbers 3.14 and code f(x)."
+)
+TARGET_BYTES = 50_000_000
+
+SCRIPT = """
+import json, resource, sys
+import numpy as np
+from sse_onnx import Encoder
+
+folder, paragraph, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+encoder = Encoder(folder)
+text = " ".join([paragraph] * (target // (len(paragraph.encode()) + 1) + 1))
+with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1]) * resource.getpagesize()
+peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+embedding = encoder.encode(text, normalize_embeddings=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"bytes": len(text.encode()), "before": before, "peak_before": peak_before,
+                  "peak": peak, "embedding": embedding.tolist()}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_50mb_text_bounded_memory_exact_result(
+    bert_checkpoint: Path,
+    bert_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    folder = exported(bert_checkpoint, 64)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(folder), PARAGRAPH, str(TARGET_BYTES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    assert result["bytes"] >= TARGET_BYTES
+    growth = result["peak"] - max(result["before"], 0)
+    assert growth < 1 << 30, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+    expected = numpy_sse(bert_tensors, bert_checkpoint / "tokenizer.json", [PARAGRAPH], 64)[0]
+    got = np.array(result["embedding"])
+    assert np.abs(l2(got) - l2(expected)).max() <= 1e-4

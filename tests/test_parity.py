@@ -1,0 +1,131 @@
+"""Three-way parity: independent numpy reference, PyTorch reference, and the ONNX runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from tokenizers import Tokenizer
+
+from conftest import l2, numpy_sse
+from sse_export import load_checkpoint
+from sse_export.adversarial import LONG_TEXT_TOKENS, adversarial_texts
+from sse_export.reference import SSE
+from sse_onnx import Encoder
+
+TEXTS = [text for _, text in adversarial_texts()]
+NAMES = [name for name, _ in adversarial_texts()]
+LONG = np.array([name == "long text" for name in NAMES])
+
+
+@pytest.mark.parametrize("dim", [None, 256, 64, 1])
+def test_runtime_torch_numpy_agree_on_adversarial_set(
+    dim: int | None,
+    bert_checkpoint: Path,
+    bert_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    folder = exported(bert_checkpoint, dim)
+    expected = l2(numpy_sse(bert_tensors, bert_checkpoint / "tokenizer.json", TEXTS, dim))
+
+    runtime = Encoder(folder).encode(TEXTS)
+    tokenizer = Tokenizer.from_file(str(bert_checkpoint / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    ids = [enc.ids for enc in tokenizer.encode_batch(TEXTS, add_special_tokens=False)]
+    torch_full = SSE.from_checkpoint(load_checkpoint(bert_checkpoint)).embed(ids)
+    torch_out = l2(torch_full[:, :dim] if dim else torch_full)
+
+    assert runtime.shape == (len(TEXTS), dim or 300)
+    for name, candidate in (("runtime", runtime), ("torch", torch_out)):
+        diff = np.abs(candidate - expected).max(axis=1)
+        assert diff[~LONG].max() <= 1e-6, (name, dict(zip(NAMES, diff, strict=True)))
+        assert diff[LONG].max() <= 1e-4, (name, diff[LONG])
+    assert np.abs(runtime - torch_out)[~LONG].max() <= 1e-6
+
+
+def test_long_text_really_is_long(bert_checkpoint: Path) -> None:
+    tok = Tokenizer.from_file(str(bert_checkpoint / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    long_text = TEXTS[NAMES.index("long text")]
+    assert len(tok.encode(long_text, add_special_tokens=False).ids) == LONG_TEXT_TOKENS
+
+
+def test_empty_text_is_beta_tanh_bias(
+    tiny_checkpoint: Path,
+    tiny_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    encoder = Encoder(exported(tiny_checkpoint))
+    expected = tiny_tensors["dyt.beta"] * np.tanh(tiny_tensors["dyt.bias"])
+    for empty in ("", "   ", "\t\n", "\x00\x07"):
+        raw = encoder.encode(empty, normalize_embeddings=False)
+        np.testing.assert_allclose(raw, expected, rtol=0, atol=1e-6)
+
+
+def test_unknown_tokens_stay_in_the_mean(
+    tiny_checkpoint: Path,
+    tiny_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    encoder = Encoder(exported(tiny_checkpoint))
+    table = tiny_tensors["embedding.weight"].astype(np.float64)
+    alpha, beta, bias = (tiny_tensors[k] for k in ("dyt.alpha", "dyt.beta", "dyt.bias"))
+    # "cat zebra" -> [cat, [UNK]]: the mean must include the [UNK] row (id 1).
+    expected = beta * np.tanh(alpha * (table[6] + table[1]) / 2 + bias)
+    np.testing.assert_allclose(
+        encoder.encode("cat zebra", normalize_embeddings=False), expected, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 32, 1000])
+def test_batch_size_and_order_do_not_change_results(
+    batch_size: int,
+    tiny_checkpoint: Path,
+    tiny_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    rng = np.random.default_rng(batch_size)
+    words = ["the", "cat", "sat", "on", "mat", "embeddings", "fast", "!", "zebra", "東京"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 40))) for _ in range(57)]
+    expected = l2(numpy_sse(tiny_tensors, tiny_checkpoint / "tokenizer.json", texts))
+    got = Encoder(exported(tiny_checkpoint)).encode(texts, batch_size=batch_size)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_chunked_long_texts_equal_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_checkpoint: Path,
+    tiny_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    from sse_onnx import encoder as encoder_module
+
+    # Shrink the chunk so ordinary texts take the chunked path, mixed with short ones.
+    monkeypatch.setattr(encoder_module, "CHUNK_TOKENS", 4)
+    monkeypatch.setattr(encoder_module, "TOKEN_BUDGET", 12)
+    texts = ["the cat sat on the mat " * k for k in (0, 1, 3, 10)] + ["dog", "a b c a b c a"]
+    expected = l2(numpy_sse(tiny_tensors, tiny_checkpoint / "tokenizer.json", texts))
+    got = Encoder(exported(tiny_checkpoint)).encode(texts, batch_size=2)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16"])
+def test_variants_follow_the_reference(
+    variant: str,
+    bert_checkpoint: Path,
+    bert_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    # Parity tolerance per variant: fp32 is exact to float32 rounding; fp16 stores the table in
+    # half precision (relative error 2**-11 per value, averaged by the mean).
+    tolerance = {"fp32": 1e-6, "fp16": 1e-3}[variant]
+    folder = exported(bert_checkpoint, 64, ("fp32", "fp16"))
+    short = [t for t, long in zip(TEXTS, LONG, strict=True) if not long]
+    expected = l2(numpy_sse(bert_tensors, bert_checkpoint / "tokenizer.json", short, 64))
+    got = Encoder(folder, variant=variant).encode(short)
+    assert np.abs(got - expected).max() <= tolerance
