@@ -42,7 +42,8 @@ class SSE(nn.Module):
         self.dyt = SeparableDyT(dim)
 
     def forward(self, input_ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return self.dyt(self.embedding(input_ids, offsets))
+        y: torch.Tensor = self.dyt(self.embedding(input_ids, offsets))
+        return y
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> SSE:
