@@ -8,20 +8,115 @@ all-pad row is the empty bag), SeparableDyT becomes ``Mul``/``Add``/``Tanh``/``M
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from sse_export.quantize import encode_int8_rows, encode_sseq
 from sse_onnx import format as fmt
 
-__all__ = ["IR_VERSION", "OPSET", "build_graph"]
+__all__ = ["GRAPH_VARIANTS", "IR_VERSION", "OPSET", "build_graph"]
 
 #: Opset 17 and IR version 8 load in onnxruntime 1.14 and newer, including mobile builds.
 OPSET = 17
 IR_VERSION = 8
 
 Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """Nodes that turn ``input_ids`` into float32 ``rows`` [batch, sequence, dim].
+
+    A quantized table yields rows up to a per-token affine map, ``w = rows * scale + shift``;
+    ``scale`` and ``shift`` ([batch, sequence]) are then folded into the masked sum, which is
+    cheaper than decoding every value.
+    """
+
+    nodes: list[onnx.NodeProto]
+    initializers: list[onnx.TensorProto]
+    scale: str | None = None
+    shift: str | None = None
+
+
+def _const(value: npt.ArrayLike, name: str, dtype: type = np.int64) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def _lookup_float(table: Array, dtype: type) -> _Lookup:
+    """fp32, or fp16 storage cast back to float32 after the Gather."""
+    if dtype is np.float32:
+        return _Lookup(
+            [helper.make_node("Gather", ["table", fmt.INPUT_IDS], ["rows"], axis=0)],
+            [numpy_helper.from_array(table.astype(np.float32), "table")],
+        )
+    return _Lookup(
+        [
+            helper.make_node("Gather", ["table", fmt.INPUT_IDS], ["rows_half"], axis=0),
+            helper.make_node("Cast", ["rows_half"], ["rows"], to=TensorProto.FLOAT),
+        ],
+        [numpy_helper.from_array(table.astype(dtype), "table")],
+    )
+
+
+def _lookup_int8(table: Array) -> _Lookup:
+    """Symmetric int8 rows times a per-row scale."""
+    q, scale = encode_int8_rows(table)
+    return _Lookup(
+        [
+            helper.make_node("Gather", ["table_int8", fmt.INPUT_IDS], ["rows_int8"], axis=0),
+            helper.make_node("Cast", ["rows_int8"], ["rows"], to=TensorProto.FLOAT),
+            helper.make_node("Gather", ["row_scales", fmt.INPUT_IDS], ["token_scale"], axis=0),
+        ],
+        [numpy_helper.from_array(q, "table_int8"), numpy_helper.from_array(scale, "row_scales")],
+        scale="token_scale",
+    )
+
+
+def _lookup_int4(table: Array) -> _Lookup:
+    """SSEQ 4-bit rows decoded with standard ops: ``w = q * (s / 7.5) - s``."""
+    packed, scale = encode_sseq(table)
+    dim = table.shape[1]
+    nodes = [
+        helper.make_node("Gather", ["table_int4", fmt.INPUT_IDS], ["packed"], axis=0),
+        helper.make_node("BitShift", ["packed", "four"], ["high"], direction="RIGHT"),
+        helper.make_node("BitShift", ["high", "four"], ["high_back"], direction="LEFT"),
+        helper.make_node("Sub", ["packed", "high_back"], ["low"]),
+        helper.make_node("Unsqueeze", ["high", "axis_3"], ["high_4d"]),
+        helper.make_node("Unsqueeze", ["low", "axis_3"], ["low_4d"]),
+        # Even columns sit in the high nibble: interleave (high, low) along a new last axis.
+        helper.make_node("Concat", ["high_4d", "low_4d"], ["pairs"], axis=3),
+        helper.make_node("Reshape", ["pairs", "rows_shape"], ["nibbles_padded"]),
+        helper.make_node("Slice", ["nibbles_padded", "zero", "dim", "axis_2"], ["nibbles"]),
+        helper.make_node("Cast", ["nibbles"], ["rows"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", ["row_scales", fmt.INPUT_IDS], ["token_peak"], axis=0),
+        helper.make_node("Mul", ["token_peak", "inv_zero_point"], ["token_scale"]),
+        helper.make_node("Neg", ["token_peak"], ["token_shift"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(packed, "table_int4"),
+        numpy_helper.from_array(scale, "row_scales"),
+        _const(4, "four", np.uint8),
+        _const([3], "axis_3"),
+        _const([0, 0, -1], "rows_shape"),
+        _const([0], "zero"),
+        _const([dim], "dim"),
+        _const(1 / 7.5, "inv_zero_point", np.float32),
+    ]
+    return _Lookup(nodes, initializers, scale="token_scale", shift="token_shift")
+
+
+_LOOKUPS = {
+    "fp32": lambda table: _lookup_float(table, np.float32),
+    "fp16": lambda table: _lookup_float(table, np.float16),
+    "int8": _lookup_int8,
+    "int4": _lookup_int4,
+}
+#: Variants this module builds directly (others derive from one of these).
+GRAPH_VARIANTS: tuple[str, ...] = tuple(_LOOKUPS)
 
 
 def build_graph(
@@ -39,39 +134,46 @@ def build_graph(
     Args:
         table: ``[vocab, dim]`` float32 rows (already truncated to the exported dim).
         alpha, beta, bias: ``[dim]`` SeparableDyT vectors.
-        variant: ``"fp32"`` stores the table as is; ``"fp16"`` stores it in half precision and
-            casts gathered rows back to float32.
+        variant: How the table is stored, one of :data:`GRAPH_VARIANTS`: ``fp32`` as is;
+            ``fp16`` in half precision; ``int8`` symmetric with a scale per row; ``int4`` in
+            SSE's 4-bit SSEQ scheme (a scale per row, zero point 7.5).
         name: Graph name, recorded in the model.
         producer_version: Version of the exporter, recorded in the model.
 
     Returns:
         A checked model with the inputs and outputs named in :mod:`sse_onnx.format`.
     """
-    if variant not in ("fp32", "fp16"):
-        raise ValueError(f"variant={variant!r} has no graph builder; choose 'fp32' or 'fp16'.")
+    if variant not in _LOOKUPS:
+        raise ValueError(
+            f"variant={variant!r} has no graph builder; choose one of {GRAPH_VARIANTS}."
+        )
     dim = table.shape[1]
-    stored = table.astype(np.float16 if variant == "fp16" else np.float32)
-    initializers = [
-        numpy_helper.from_array(stored, "table"),
-        numpy_helper.from_array(alpha.astype(np.float32), "alpha"),
-        numpy_helper.from_array(beta.astype(np.float32), "beta"),
-        numpy_helper.from_array(bias.astype(np.float32), "bias"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_1"),
-        numpy_helper.from_array(np.array([2], dtype=np.int64), "axis_2"),
-        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
-    ]
-    gathered = "rows_stored" if variant == "fp16" else "rows"
+    lookup = _LOOKUPS[variant](table)
+    weight = "mask"
     nodes = [
-        helper.make_node("Gather", ["table", fmt.INPUT_IDS], [gathered], axis=0),
-        *(
-            [helper.make_node("Cast", ["rows_stored"], ["rows"], to=TensorProto.FLOAT)]
-            if variant == "fp16"
-            else []
-        ),
+        *lookup.nodes,
         helper.make_node("Cast", [fmt.ATTENTION_MASK], ["mask"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mask", "axis_2"], ["mask_3d"]),
-        helper.make_node("Mul", ["rows", "mask_3d"], ["masked_rows"]),
-        helper.make_node("ReduceSum", ["masked_rows", "axis_1"], [fmt.TOKEN_SUM], keepdims=0),
+    ]
+    if lookup.scale:
+        nodes.append(helper.make_node("Mul", ["mask", lookup.scale], ["token_weight"]))
+        weight = "token_weight"
+    nodes += [
+        helper.make_node("Unsqueeze", [weight, "axis_2"], ["weight_3d"]),
+        helper.make_node("Mul", ["rows", "weight_3d"], ["weighted_rows"]),
+    ]
+    if lookup.shift:
+        # sum_t mask_t * (rows_t * scale_t + shift_t): the shift adds the same to every column.
+        nodes += [
+            helper.make_node("ReduceSum", ["weighted_rows", "axis_1"], ["scaled_sum"], keepdims=0),
+            helper.make_node("Mul", ["mask", lookup.shift], ["masked_shift"]),
+            helper.make_node("ReduceSum", ["masked_shift", "axis_1"], ["shift_sum"], keepdims=1),
+            helper.make_node("Add", ["scaled_sum", "shift_sum"], [fmt.TOKEN_SUM]),
+        ]
+    else:
+        nodes.append(
+            helper.make_node("ReduceSum", ["weighted_rows", "axis_1"], [fmt.TOKEN_SUM], keepdims=0)
+        )
+    nodes += [
         helper.make_node("ReduceSum", ["mask", "axis_1"], ["count"], keepdims=1),
         # An empty bag has count 0 and sum 0: dividing by max(count, 1) gives EmbeddingBag's zero.
         helper.make_node("Max", ["count", "one"], ["count_safe"]),
@@ -84,6 +186,15 @@ def build_graph(
             helper.make_node("Identity", [source], [output])
             for source, output in zip(("alpha", "beta", "bias"), fmt.DYT_OUTPUTS, strict=True)
         ),
+    ]
+    initializers = [
+        *lookup.initializers,
+        numpy_helper.from_array(alpha.astype(np.float32), "alpha"),
+        numpy_helper.from_array(beta.astype(np.float32), "beta"),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
+        _const([1], "axis_1"),
+        _const([2], "axis_2"),
+        _const(1.0, "one", np.float32),
     ]
     ids_shape = ["batch", "sequence"]
     graph = helper.make_graph(

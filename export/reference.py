@@ -18,6 +18,8 @@ from sse_export.checkpoint import Checkpoint
 
 __all__ = ["SSE", "SeparableDyT"]
 
+Array = npt.NDArray[np.float32]
+
 
 class SeparableDyT(nn.Module):
     """Dynamic tanh with per-dimension vectors: ``beta * tanh(alpha * x + bias)``."""
@@ -46,17 +48,20 @@ class SSE(nn.Module):
         return y
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint) -> SSE:
-        """Build the module with a checkpoint's tensors."""
-        module = cls(checkpoint.vocab_size, checkpoint.dim)
-        state = {
-            "embedding.weight": checkpoint.table,
-            "dyt.alpha": checkpoint.alpha,
-            "dyt.beta": checkpoint.beta,
-            "dyt.bias": checkpoint.bias,
-        }
+    def from_arrays(cls, table: Array, alpha: Array, beta: Array, bias: Array) -> SSE:
+        """Build the module from a ``[vocab, dim]`` table and three ``[dim]`` DyT vectors."""
+        module = cls(table.shape[0], table.shape[1])
+        state = {"embedding.weight": table, "dyt.alpha": alpha, "dyt.beta": beta, "dyt.bias": bias}
         module.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()})
         return module.eval()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, dim: int | None = None) -> SSE:
+        """Build the module with a checkpoint's tensors, optionally truncated to ``dim``."""
+        k = checkpoint.dim if dim is None else dim
+        return cls.from_arrays(
+            checkpoint.table[:, :k], checkpoint.alpha[:k], checkpoint.beta[:k], checkpoint.bias[:k]
+        )
 
     @torch.inference_mode()
     def embed(self, ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:

@@ -62,11 +62,19 @@ SENTENCE_EMBEDDING = "sentence_embedding"
 TOKEN_SUM = "token_sum"
 DYT_OUTPUTS = ("dyt_alpha", "dyt_beta", "dyt_bias")
 
-#: Variant name -> model file name. ``fp32`` is the exact export; ``fp16`` stores the table in
-#: half precision and casts the gathered rows to float32 (exact when the source is fp16).
+#: Variant name -> model file name. Every variant has the same inputs and outputs; they differ
+#: in how the token table is stored:
+#:
+#: - ``fp32``: as is, the exact export;
+#: - ``fp16``: half precision, cast to float32 after the lookup (exact for an fp16 source);
+#: - ``int8``: symmetric int8 with one float scale per token row, standard ops only;
+#: - ``int4``: SSE's 4-bit SSEQ scheme (one scale per row, zero point 7.5), decoded with
+#:   standard ops only.
 VARIANT_FILES: dict[str, str] = {
     "fp32": "model.onnx",
     "fp16": "model_fp16.onnx",
+    "int8": "model_int8.onnx",
+    "int4": "model_int4.onnx",
 }
 
 

@@ -114,18 +114,41 @@ def test_chunked_long_texts_equal_the_reference(
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["fp32", "fp16"])
-def test_variants_follow_the_reference(
+def stored_as(variant: str, table: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Independent restatement of each variant's storage, decoded (SSEQ per SSE.md)."""
+    if variant == "fp32":
+        return table
+    if variant == "fp16":
+        return table.astype(np.float16).astype(np.float32)
+    if variant == "int8":
+        scale = np.abs(table).max(axis=1, keepdims=True) / 127
+        return np.round(table / scale).clip(-127, 127) * scale
+    scale = np.abs(table).max(axis=1, keepdims=True) + 1e-8
+    q = np.clip(np.round((table / scale + 1) * 7.5), 0, 15)
+    return (q / 7.5 - 1) * scale
+
+
+@pytest.mark.parametrize(
+    ("variant", "min_cosine"),
+    [("fp32", 0.999999), ("fp16", 0.99999), ("int8", 0.999), ("int4", 0.99)],
+)
+@pytest.mark.parametrize("dim", [64, 33])
+def test_variants_follow_their_stored_table(
     variant: str,
+    min_cosine: float,
+    dim: int,
     bert_checkpoint: Path,
     bert_tensors: dict[str, npt.NDArray[np.float32]],
     exported: Callable[..., Path],
 ) -> None:
-    # Parity tolerance per variant: fp32 is exact to float32 rounding; fp16 stores the table in
-    # half precision (relative error 2**-11 per value, averaged by the mean).
-    tolerance = {"fp32": 1e-6, "fp16": 1e-3}[variant]
-    folder = exported(bert_checkpoint, 64, ("fp32", "fp16"))
+    folder = exported(bert_checkpoint, dim, ("fp32", "fp16", "int8", "int4"))
     short = [t for t, long in zip(TEXTS, LONG, strict=True) if not long]
-    expected = l2(numpy_sse(bert_tensors, bert_checkpoint / "tokenizer.json", short, 64))
+    # Quantization applies to the exported columns, so the reference slices first.
+    sliced = {k: v[..., :dim] for k, v in bert_tensors.items()}
+    stored = {**sliced, "embedding.weight": stored_as(variant, sliced["embedding.weight"])}
     got = Encoder(folder, variant=variant).encode(short)
-    assert np.abs(got - expected).max() <= tolerance
+    expected = l2(numpy_sse(stored, bert_checkpoint / "tokenizer.json", short))
+    assert np.abs(got - expected).max() <= 1e-6
+    exact = l2(numpy_sse(sliced, bert_checkpoint / "tokenizer.json", short))
+    nonempty = np.linalg.norm(exact, axis=1) > 0
+    assert (got * exact).sum(axis=1)[nonempty].min() >= min_cosine
