@@ -15,7 +15,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sse_export.quantize import encode_int8_rows, encode_sseq
+from sse_export.quantize import BLOCK, encode_blocks4, encode_int8_rows, encode_sseq
 from sse_onnx import format as fmt
 
 __all__ = ["GRAPH_VARIANTS", "IR_VERSION", "OPSET", "build_graph"]
@@ -40,6 +40,7 @@ class _Lookup:
     initializers: list[onnx.TensorProto]
     scale: str | None = None
     shift: str | None = None
+    domains: tuple[str, ...] = ()
 
 
 def _const(value: npt.ArrayLike, name: str, dtype: type = np.int64) -> onnx.TensorProto:
@@ -109,11 +110,40 @@ def _lookup_int4(table: Array) -> _Lookup:
     return _Lookup(nodes, initializers, scale="token_scale", shift="token_shift")
 
 
+def _lookup_int4_block(table: Array) -> _Lookup:
+    """4-bit blocks gathered and decoded by onnxruntime's ``GatherBlockQuantized`` contrib op."""
+    packed, scales = encode_blocks4(table, BLOCK)
+    dim = table.shape[1]
+    return _Lookup(
+        [
+            helper.make_node(
+                "GatherBlockQuantized",
+                ["table_int4", fmt.INPUT_IDS, "block_scales"],
+                ["rows_padded"],
+                domain="com.microsoft",
+                gather_axis=0,
+                quantize_axis=1,
+                block_size=BLOCK,
+                bits=4,
+            ),
+            helper.make_node("Slice", ["rows_padded", "zero", "dim", "axis_2"], ["rows"]),
+        ],
+        [
+            numpy_helper.from_array(packed, "table_int4"),
+            numpy_helper.from_array(scales, "block_scales"),
+            _const([0], "zero"),
+            _const([dim], "dim"),
+        ],
+        domains=("com.microsoft",),
+    )
+
+
 _LOOKUPS = {
     "fp32": lambda table: _lookup_float(table, np.float32),
     "fp16": lambda table: _lookup_float(table, np.float16),
     "int8": _lookup_int8,
     "int4": _lookup_int4,
+    "int4_block": _lookup_int4_block,
 }
 #: Variants this module builds directly (others derive from one of these).
 GRAPH_VARIANTS: tuple[str, ...] = tuple(_LOOKUPS)
@@ -136,7 +166,8 @@ def build_graph(
         alpha, beta, bias: ``[dim]`` SeparableDyT vectors.
         variant: How the table is stored, one of :data:`GRAPH_VARIANTS`: ``fp32`` as is;
             ``fp16`` in half precision; ``int8`` symmetric with a scale per row; ``int4`` in
-            SSE's 4-bit SSEQ scheme (a scale per row, zero point 7.5).
+            SSE's 4-bit SSEQ scheme (a scale per row, zero point 7.5), standard ops only;
+            ``int4_block`` in 4-bit blocks for the ``com.microsoft.GatherBlockQuantized`` op.
         name: Graph name, recorded in the model.
         producer_version: Version of the exporter, recorded in the model.
 
@@ -218,7 +249,10 @@ def build_graph(
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
+        opset_imports=[
+            helper.make_opsetid("", OPSET),
+            *(helper.make_opsetid(domain, 1) for domain in lookup.domains),
+        ],
         producer_name="sse-export",
         producer_version=producer_version,
         doc_string="SSE: beta * tanh(alpha * masked_mean(table[input_ids]) + bias)",

@@ -7,6 +7,10 @@
   scale per row, ``scale = max|row| + 1e-8``, ``q = clip(round((w / scale + 1) * 7.5), 0, 15)``,
   decoded ``w = (q / 7.5 - 1) * scale``; two values per byte, the high nibble holding the even
   column.
+- **4-bit blocks** (for onnxruntime's ``com.microsoft.GatherBlockQuantized``): one scale per
+  block of :data:`BLOCK` columns, zero point 8, ``scale = v / -8`` where ``v`` is the block's
+  value of largest magnitude (so the full range -8..7 is used, as onnxruntime's own MatMulNBits
+  quantizer does); two values per byte, the *low* nibble holding the even column.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ __all__ = [
 Array = npt.NDArray[np.float32]
 Bytes = npt.NDArray[np.uint8]
 
+#: Columns per scale of the 4-bit block scheme. Measured on a 30,522 x 256 table: 16 -> 5.9 MB,
+#: 32 -> 4.9 MB, 64 -> 4.4 MB, 128 -> 4.2 MB, with worst cosine 0.9965 / 0.9953 / 0.9946 /
+#: 0.9937; 32 is the largest block that keeps the bulk of the 16-column gain.
+BLOCK = 32
+
 
 def encode_int8_rows(table: Array) -> tuple[npt.NDArray[np.int8], Array]:
     """Symmetric int8 per row: returns ``(q [V, D] int8, scale [V] float32)``."""
@@ -43,19 +52,29 @@ def decode_int8_rows(q: npt.NDArray[np.int8], scale: Array) -> Array:
     return out
 
 
-def pack_nibbles(q: Bytes) -> Bytes:
-    """Pack ``[V, D]`` values 0..15 into ``[V, ceil(D / 2)]`` bytes, even column high."""
+def pack_nibbles(q: Bytes, *, even_high: bool = True) -> Bytes:
+    """Pack ``[V, D]`` values 0..15 into ``[V, ceil(D / 2)]`` bytes.
+
+    ``even_high`` puts the even column in the high nibble (SSEQ); otherwise in the low one
+    (onnxruntime's packed 4-bit tensors).
+    """
     if q.shape[1] % 2:
         q = np.concatenate([q, np.zeros((q.shape[0], 1), dtype=np.uint8)], axis=1)
-    packed: Bytes = ((q[:, 0::2] << 4) | q[:, 1::2]).astype(np.uint8)
+    high, low = (q[:, 0::2], q[:, 1::2]) if even_high else (q[:, 1::2], q[:, 0::2])
+    packed: Bytes = ((high << 4) | low).astype(np.uint8)
     return packed
 
 
-def unpack_nibbles(packed: Bytes, dim: int) -> Bytes:
+def unpack_nibbles(packed: Bytes, dim: int, *, even_high: bool = True) -> Bytes:
     """Inverse of :func:`pack_nibbles`: ``[V, dim]`` values 0..15."""
     q = np.empty((packed.shape[0], packed.shape[1] * 2), dtype=np.uint8)
-    q[:, 0::2] = packed >> 4
-    q[:, 1::2] = packed & 0x0F
+    even, odd = (
+        (slice(0, None, 2), slice(1, None, 2))
+        if even_high
+        else (slice(1, None, 2), slice(0, None, 2))
+    )
+    q[:, even] = packed >> 4
+    q[:, odd] = packed & 0x0F
     return q[:, :dim]
 
 
@@ -73,6 +92,32 @@ def decode_sseq(packed: Bytes, scale: Array, dim: int) -> Array:
     return out
 
 
+def encode_blocks4(table: Array, block: int = BLOCK) -> tuple[Bytes, Array]:
+    """4-bit blocks: ``(packed [V, P / 2] uint8, scales [V, P / block] float32)``.
+
+    ``P`` is the width rounded up to a whole number of blocks; the padding columns are zero.
+    """
+    vocab, dim = table.shape
+    width = -(-dim // block) * block
+    padded = np.zeros((vocab, width), dtype=np.float64)
+    padded[:, :dim] = table
+    blocks = padded.reshape(vocab, width // block, block)
+    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=2)[..., None], axis=2)[..., 0]
+    scales = (peak / -8).astype(np.float32)
+    safe = np.where(scales == 0, 1, scales).astype(np.float64)
+    q = np.clip(np.rint(blocks / safe[..., None] + 8), 0, 15).astype(np.uint8)
+    return pack_nibbles(q.reshape(vocab, width), even_high=False), scales
+
+
+def decode_blocks4(packed: Bytes, scales: Array, dim: int, block: int = BLOCK) -> Array:
+    """Inverse of :func:`encode_blocks4`: ``(q - 8) * scale`` per block, ``[V, dim]``."""
+    vocab, width = packed.shape[0], scales.shape[1] * block
+    q = unpack_nibbles(packed, width, even_high=False).astype(np.float32)
+    blocks = (q.reshape(vocab, -1, block) - 8) * scales[..., None]
+    out: Array = blocks.reshape(vocab, width)[:, :dim].astype(np.float32)
+    return out
+
+
 def decoded_table(table: Array, variant: str) -> Array:
     """The table as ``variant`` stores it, decoded back to float32.
 
@@ -87,4 +132,6 @@ def decoded_table(table: Array, variant: str) -> Array:
         return decode_int8_rows(*encode_int8_rows(table))
     if variant == "int4":
         return decode_sseq(*encode_sseq(table), table.shape[1])
-    raise ValueError(f"variant={variant!r} has no decoder; choose fp32, fp16, int8 or int4.")
+    if variant == "int4_block":
+        return decode_blocks4(*encode_blocks4(table), table.shape[1])
+    raise ValueError(f"variant={variant!r} has no decoder.")

@@ -137,13 +137,13 @@ def _cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDAr
 def format_reports(reports: Sequence[VariantReport]) -> str:
     """A plain-text table of reports, one row per variant."""
     rows = [
-        f"{'variant':<8} {'dim':>5} {'texts':>5} | parity: {'max|d| <1k tok':>14} "
+        f"{'variant':<12} {'dim':>5} {'texts':>5} | parity: {'max|d| <1k tok':>14} "
         f"{'long':>9} {'raw':>9} | loss vs fp32: {'max|d|':>9} {'min cos':>9} | result"
     ]
     for r in reports:
         verdict = "ok" if r.passed else f"FAILED (bounds {r.tolerance[0]:.0e}/{r.tolerance[1]:.0e})"
         rows.append(
-            f"{r.variant:<8} {r.dim:>5} {r.texts:>5} | {r.max_abs_diff:>22.2e} "
+            f"{r.variant:<12} {r.dim:>5} {r.texts:>5} | {r.max_abs_diff:>22.2e} "
             f"{r.max_abs_diff_long:>9.2e} {r.max_abs_diff_raw:>9.2e} | "
             f"{r.loss_max_abs_diff:>23.2e} {r.loss_min_cosine:>9.6f} | {verdict}"
         )

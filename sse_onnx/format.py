@@ -69,12 +69,16 @@ DYT_OUTPUTS = ("dyt_alpha", "dyt_beta", "dyt_bias")
 #: - ``fp16``: half precision, cast to float32 after the lookup (exact for an fp16 source);
 #: - ``int8``: symmetric int8 with one float scale per token row, standard ops only;
 #: - ``int4``: SSE's 4-bit SSEQ scheme (one scale per row, zero point 7.5), decoded with
-#:   standard ops only.
+#:   standard ops only;
+#: - ``int4_block``: 4-bit with a scale per block of 32 columns, read by onnxruntime's
+#:   ``com.microsoft.GatherBlockQuantized`` (CPU builds of onnxruntime 1.22 and newer; not in
+#:   every mobile or web build).
 VARIANT_FILES: dict[str, str] = {
     "fp32": "model.onnx",
     "fp16": "model_fp16.onnx",
     "int8": "model_int8.onnx",
     "int4": "model_int4.onnx",
+    "int4_block": "model_int4_block.onnx",
 }
 
 

@@ -123,9 +123,19 @@ def stored_as(variant: str, table: npt.NDArray[np.float32]) -> npt.NDArray[np.fl
     if variant == "int8":
         scale = np.abs(table).max(axis=1, keepdims=True) / 127
         return np.round(table / scale).clip(-127, 127) * scale
-    scale = np.abs(table).max(axis=1, keepdims=True) + 1e-8
-    q = np.clip(np.round((table / scale + 1) * 7.5), 0, 15)
-    return (q / 7.5 - 1) * scale
+    if variant == "int4":
+        scale = np.abs(table).max(axis=1, keepdims=True) + 1e-8
+        q = np.clip(np.round((table / scale + 1) * 7.5), 0, 15)
+        return (q / 7.5 - 1) * scale
+    # int4_block: blocks of 32 columns (zero-padded), scale = -(value of largest magnitude) / 8.
+    width = -(-table.shape[1] // 32) * 32
+    padded = np.zeros((table.shape[0], width))
+    padded[:, : table.shape[1]] = table
+    blocks = padded.reshape(table.shape[0], -1, 32)
+    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=2)[..., None], axis=2)
+    scale = (peak / -8).astype(np.float32)
+    q = np.clip(np.round(blocks / np.where(scale == 0, 1, scale) + 8), 0, 15)
+    return ((q - 8) * scale).reshape(table.shape[0], width)[:, : table.shape[1]]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +151,7 @@ def test_variants_follow_their_stored_table(
     bert_tensors: dict[str, npt.NDArray[np.float32]],
     exported: Callable[..., Path],
 ) -> None:
-    folder = exported(bert_checkpoint, dim, ("fp32", "fp16", "int8", "int4"))
+    folder = exported(bert_checkpoint, dim, ("fp32", "fp16", "int8", "int4", "int4_block"))
     short = [t for t, long in zip(TEXTS, LONG, strict=True) if not long]
     # Quantization applies to the exported columns, so the reference slices first.
     sliced = {k: v[..., :dim] for k, v in bert_tensors.items()}

@@ -1,0 +1,65 @@
+"""The bundled default: its checkpoint exports, and the runtime's bundled export is in sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import ROOT, l2, numpy_sse
+from sse_export.adversarial import adversarial_texts
+from sse_export.checkpoint import default_checkpoint
+from sse_export.cli import main
+from sse_onnx import Encoder
+from sse_onnx.encoder import DEFAULT_MODEL
+from sse_onnx.format import read_manifest, sha256_file
+
+CHECKPOINT = ROOT / "models" / "default"
+TEXTS = [text for name, text in adversarial_texts() if name != "long text"]
+
+
+@pytest.fixture(scope="module")
+def tensors() -> dict[str, npt.NDArray[np.float32]]:
+    return load_file(str(CHECKPOINT / "model.safetensors"))
+
+
+def test_default_checkpoint_is_the_committed_one() -> None:
+    assert default_checkpoint().resolve() == CHECKPOINT.resolve() or (
+        sha256_file(default_checkpoint() / "model.safetensors")
+        == sha256_file(CHECKPOINT / "model.safetensors")
+    )
+
+
+def test_bundled_export_was_made_from_the_committed_checkpoint() -> None:
+    manifest = read_manifest(DEFAULT_MODEL)
+    assert manifest.source_sha256 == {
+        "model.safetensors": sha256_file(CHECKPOINT / "model.safetensors"),
+        "tokenizer.json": sha256_file(CHECKPOINT / "tokenizer.json"),
+    }
+
+
+def test_encoder_without_arguments_matches_the_reference(
+    tensors: dict[str, npt.NDArray[np.float32]],
+) -> None:
+    encoder = Encoder()
+    assert encoder.dim == 256
+    expected = l2(numpy_sse(tensors, CHECKPOINT / "tokenizer.json", TEXTS, 256))
+    assert np.abs(encoder.encode(TEXTS) - expected).max() <= 1e-6
+
+
+def test_sse_export_without_model_exports_the_default(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["--dim", "256", "--output", str(out), "--quiet"]) == 0
+    assert Encoder(out).encode(["hello world"]).shape == (1, 256)
+
+
+def test_related_texts_are_closer_than_unrelated_ones() -> None:
+    # A sanity check of the distilled model, not a benchmark (see the model card).
+    encoder = Encoder()
+    a, b, c = encoder.encode(
+        ["a cat sat on the mat", "a kitten rested on a rug", "quarterly tax revenue rose"]
+    )
+    assert a @ b > a @ c
