@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from sse_export.exporter import export
+from sse_export.report import REPORT_JSON, REPORT_MD, format_markdown
 from sse_export.validate import format_reports
 from sse_onnx import format as fmt
 from sse_onnx.errors import SSEError
@@ -18,8 +19,9 @@ EXAMPLES = """\
 examples:
   sse-export --dim 256 --output sse-256
       export the bundled default model, first 256 dimensions, and validate it
-  sse-export --model path/to/sse-checkpoint --output sse-onnx --variants fp32 fp16
-      export a local SSE checkpoint (model.safetensors + tokenizer.json) in two variants
+  sse-export --model path/to/sse-checkpoint --output sse-onnx --variants fp32 int8 int4
+      export a local SSE checkpoint (model.safetensors + tokenizer.json, or the 4-bit SSEQ
+      files) in three variants, with a quality report of each against fp32
   python -c "from sse_onnx import Encoder; print(Encoder('sse-256').encode('hello').shape)"
       embed with the export
 """
@@ -56,6 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
         f"{sorted(fmt.VARIANT_FILES)} (default: fp32)",
     )
     parser.add_argument(
+        "--default-variant",
+        choices=sorted(fmt.VARIANT_FILES),
+        metavar="VARIANT",
+        help="the variant Encoder loads by default (default: the smallest one measured to be "
+        "within its quality bounds, else the first of --variants)",
+    )
+    parser.add_argument(
+        "--eval-data",
+        metavar="DIR",
+        help="evaluation data root (BEIR folders) for the quality report's real-text and "
+        "nDCG@10 columns (default: $SSE_DATA or ../shared/data where present)",
+    )
+    parser.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="skip the quality report (quality.json, quality.md)",
+    )
+    parser.add_argument(
         "--no-validate",
         dest="validate",
         action="store_false",
@@ -75,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             output=args.output,
             dim=args.dim,
             variants=args.variants,
+            default_variant=args.default_variant,
             validate=args.validate,
+            report=args.report,
+            eval_data=args.eval_data,
         )
     except (SSEError, ValueError, TypeError) as exc:
         print(f"sse-export: error: {exc}", file=sys.stderr)
@@ -86,9 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {result.folder}")
         for variant, entry in manifest.variants.items():
             print(f"  {entry.file:<20} {variant:<6} {entry.bytes / 1e6:8.1f} MB")
+        print(f"  default variant: {manifest.default_variant}")
         if result.reports:
             print("Validation against the PyTorch reference (normalised outputs):")
             print(format_reports(result.reports))
+        if result.quality:
+            print(f"Quality against fp32 (also in {REPORT_MD} and {REPORT_JSON}):")
+            print(format_markdown(result.quality))
     return 0
 
 

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import onnx
 
 import sse_onnx
 from sse_export.checkpoint import Checkpoint, load_checkpoint
+from sse_export.dynamic import PRESETS, dequantized_table, quantize_with_preset
+from sse_export.evaluate import default_data_dir
 from sse_export.graph import build_graph
+from sse_export.quantize import decoded_table
+from sse_export.report import QualityRow, quality_report, write_report
 from sse_export.validate import VariantReport, format_reports, validate_export
 from sse_onnx import format as fmt
 from sse_onnx.errors import ParityError
 
 __all__ = ["ExportResult", "export"]
 
-logger = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -30,12 +36,14 @@ class ExportResult:
     Attributes:
         folder: The exported folder.
         manifest: Its manifest.
-        reports: One validation report per variant (empty with ``validate=False``).
+        reports: One parity report per variant (empty with ``validate=False``).
+        quality: One quality row per variant (empty with ``report=False``).
     """
 
     folder: Path
     manifest: fmt.Manifest
     reports: list[VariantReport]
+    quality: list[QualityRow]
 
 
 def export(
@@ -44,7 +52,10 @@ def export(
     output: str | os.PathLike[str] | None = None,
     dim: int | None = None,
     variants: Sequence[str] = ("fp32",),
+    default_variant: str | None = None,
     validate: bool = True,
+    report: bool = True,
+    eval_data: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export an SSE checkpoint to an ONNX model folder and validate it against PyTorch.
 
@@ -52,33 +63,41 @@ def export(
         model: Checkpoint folder (or hub id); ``None`` exports the bundled default model.
         output: Folder to write; ``None`` writes ``./<model name>-onnx``.
         dim: Keep the first ``dim`` dimensions (Matryoshka); ``None`` keeps all. Exact,
-            because DyT acts per dimension: the table columns and DyT vectors are sliced.
-        variants: Model files to write, from :data:`sse_onnx.format.VARIANT_FILES`; the first
-            is the folder's default variant.
-        validate: Compare every variant with the PyTorch reference on the adversarial set.
+            because DyT acts per dimension: the table columns and DyT vectors are sliced
+            (quantized variants quantize the kept columns).
+        variants: Model files to write, from :data:`sse_onnx.format.VARIANT_FILES`.
+        default_variant: The variant ``Encoder`` loads by default; ``None`` picks the smallest
+            variant measured to be within its bounds (:data:`sse_export.report.BOUNDS`), else
+            the first of ``variants``.
+        validate: Check every variant against the PyTorch reference on the adversarial set.
+        report: Measure each variant's loss against fp32 and write ``quality.json``/``.md``.
+        eval_data: Evaluation data root for the report's real-text and nDCG@10 columns;
+            ``None`` uses ``$SSE_DATA`` or ``../shared/data`` where present.
 
     Returns:
-        The folder, its manifest and the validation reports.
+        The folder, its manifest, the validation reports and the quality rows.
 
     Raises:
         CheckpointError: if the checkpoint cannot be read.
         ValueError: for a bad ``dim`` or variant.
-        ParityError: if a variant is outside its tolerance; the folder's manifest is removed
-            so the runtime cannot load the failed export.
+        ParityError: if a variant does not reproduce the reference; the folder's manifest is
+            removed so the runtime cannot load the failed export.
 
     Example:
-        >>> result = export(output="sse-256", dim=256)  # doctest: +SKIP
-        >>> result.reports[0].passed  # doctest: +SKIP
-        True
+        >>> result = export(output="sse-256", dim=256, variants=["fp32", "int8"])  # doctest: +SKIP
+        >>> [r.passed for r in result.reports]  # doctest: +SKIP
+        [True, True]
     """
     variants = _checked_variants(variants)
+    if default_variant is not None and default_variant not in variants:
+        raise ValueError(f"default_variant={default_variant!r} is not among variants {variants}.")
     checkpoint = load_checkpoint(model)
     dim = _checked_dim(dim, checkpoint.dim)
     folder = Path(output) if output is not None else Path(f"{checkpoint.name}-onnx")
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = _write_folder(folder, checkpoint, dim, variants)
-    reports = validate_export(folder, checkpoint, variants) if validate else []
-    failed = [report.variant for report in reports if not report.passed]
+    manifest, stored = _write_folder(folder, checkpoint, dim, variants)
+    reports = validate_export(folder, checkpoint, stored) if validate else []
+    failed = [r.variant for r in reports if not r.passed]
     if failed:
         (folder / fmt.MANIFEST_FILE).unlink()
         raise ParityError(
@@ -86,25 +105,28 @@ def export(
             f"tolerance:\n{format_reports(reports)}\n{folder / fmt.MANIFEST_FILE} was removed so "
             "the failed export cannot be loaded; please report this with the table above."
         )
-    return ExportResult(folder=folder, manifest=manifest, reports=reports)
+    quality = quality_report(folder, checkpoint, variants, _data_dir(eval_data)) if report else []
+    if quality:
+        write_report(folder, quality)
+    chosen = default_variant or _smallest_within_bounds(quality) or variants[0]
+    if chosen != manifest.default_variant:
+        manifest = replace(manifest, default_variant=chosen)
+        fmt.write_manifest(folder, manifest)
+    return ExportResult(folder=folder, manifest=manifest, reports=reports, quality=quality)
 
 
 def _write_folder(
     folder: Path, checkpoint: Checkpoint, dim: int, variants: Sequence[str]
-) -> fmt.Manifest:
-    """Write the tokenizer, each variant's model and the manifest."""
+) -> tuple[fmt.Manifest, dict[str, Array]]:
+    """Write the tokenizer, each variant's model and the manifest.
+
+    Returns:
+        The manifest, and each variant's table as stored, decoded to float32.
+    """
     _write_tokenizer(checkpoint.tokenizer_path, folder / fmt.TOKENIZER_FILE)
-    entries = {}
+    entries, stored = {}, {}
     for variant in variants:
-        model = build_graph(
-            checkpoint.table[:, :dim],
-            checkpoint.alpha[:dim],
-            checkpoint.beta[:dim],
-            checkpoint.bias[:dim],
-            variant=variant,
-            name=checkpoint.name,
-            producer_version=sse_onnx.__version__,
-        )
+        model, stored[variant] = _build_variant(checkpoint, dim, variant)
         onnx.save_model(model, folder / fmt.VARIANT_FILES[variant])
         entries[variant] = fmt.FileEntry.of(folder, fmt.VARIANT_FILES[variant])
     manifest = fmt.Manifest(
@@ -121,7 +143,34 @@ def _write_folder(
         package_version=sse_onnx.__version__,
     )
     fmt.write_manifest(folder, manifest)
-    return manifest
+    return manifest, stored
+
+
+def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx.ModelProto, Array]:
+    """The variant's graph, and its table as stored (decoded to float32)."""
+    table = checkpoint.table[:, :dim]
+    head = (checkpoint.alpha[:dim], checkpoint.beta[:dim], checkpoint.bias[:dim])
+    options = {"name": checkpoint.name, "producer_version": sse_onnx.__version__}
+    if variant in PRESETS:
+        try:
+            model = quantize_with_preset(build_graph(table, *head, **options), PRESETS[variant])
+        except ImportError as exc:
+            raise ValueError(
+                f"variant {variant!r} is made with optimum's quantizer, which is not installed "
+                f"({exc}); install it with `pip install 'sse-onnx[export]'`."
+            ) from exc
+        return model, dequantized_table(model)
+    return build_graph(table, *head, variant=variant, **options), decoded_table(table, variant)
+
+
+def _smallest_within_bounds(quality: Sequence[QualityRow]) -> str | None:
+    fits = [row for row in quality if row.within_bounds]
+    return min(fits, key=lambda row: row.bytes).variant if fits else None
+
+
+def _data_dir(eval_data: str | os.PathLike[str] | None) -> Path | None:
+    folder = Path(eval_data) if eval_data is not None else default_data_dir()
+    return folder if folder.is_dir() else None
 
 
 def _write_tokenizer(source: Path, target: Path) -> None:

@@ -11,7 +11,7 @@ The reference tokenizes with the *source* checkpoint's tokenizer and pools with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +21,6 @@ from tokenizers import Tokenizer
 
 from sse_export.adversarial import adversarial_texts
 from sse_export.checkpoint import Checkpoint
-from sse_export.quantize import decoded_table
 from sse_export.reference import SSE
 from sse_onnx import Encoder
 from sse_onnx.embeddings import normalize
@@ -76,7 +75,7 @@ class VariantReport:
 def validate_export(
     folder: Path,
     checkpoint: Checkpoint,
-    variants: Sequence[str],
+    stored: Mapping[str, npt.NDArray[np.float32]],
     texts: Sequence[str] | None = None,
 ) -> list[VariantReport]:
     """Compare each variant in ``folder`` with the reference on ``texts``.
@@ -84,7 +83,7 @@ def validate_export(
     Args:
         folder: An exported model folder.
         checkpoint: The checkpoint it was exported from.
-        variants: Which variants of the folder to check.
+        stored: Variant -> its table as stored, decoded to float32 ``[vocab, dim]``.
         texts: Texts to compare on; ``None`` uses the built-in adversarial set.
 
     Returns:
@@ -97,18 +96,14 @@ def validate_export(
     ids = [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
     long = np.array([len(seq) >= LONG_TOKENS for seq in ids], dtype=bool)
     reports = []
-    for variant in variants:
+    for variant, table in stored.items():
         encoder = Encoder(folder, variant=variant)
         dim = encoder.dim
         exact = normalize(SSE.from_checkpoint(checkpoint, dim).embed(ids))
-        stored = SSE.from_arrays(
-            decoded_table(checkpoint.table[:, :dim], variant),
-            checkpoint.alpha[:dim],
-            checkpoint.beta[:dim],
-            checkpoint.bias[:dim],
-        ).embed(ids)
+        head = (checkpoint.alpha[:dim], checkpoint.beta[:dim], checkpoint.bias[:dim])
+        expected = SSE.from_arrays(table, *head).embed(ids)
         raw = encoder.encode(texts, normalize_embeddings=False, show_progress_bar=False)
-        diff = np.abs(normalize(raw) - normalize(stored)).max(axis=1)
+        diff = np.abs(normalize(raw) - normalize(expected)).max(axis=1)
         loss = normalize(raw) - exact
         reports.append(
             VariantReport(
@@ -117,7 +112,7 @@ def validate_export(
                 texts=len(texts),
                 max_abs_diff=float(diff[~long].max(initial=0.0)),
                 max_abs_diff_long=float(diff[long].max(initial=0.0)),
-                max_abs_diff_raw=float(np.abs(raw - stored).max(initial=0.0)),
+                max_abs_diff_raw=float(np.abs(raw - expected).max(initial=0.0)),
                 loss_max_abs_diff=float(np.abs(loss).max(initial=0.0)),
                 loss_min_cosine=float(_cosines(raw, exact).min(initial=1.0)),
             )

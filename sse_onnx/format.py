@@ -72,13 +72,17 @@ DYT_OUTPUTS = ("dyt_alpha", "dyt_beta", "dyt_bias")
 #:   standard ops only;
 #: - ``int4_block``: 4-bit with a scale per block of 32 columns, read by onnxruntime's
 #:   ``com.microsoft.GatherBlockQuantized`` (CPU builds of onnxruntime 1.22 and newer; not in
-#:   every mobile or web build).
+#:   every mobile or web build);
+#: - ``int8_dynamic``, ``uint8_dynamic``: onnxruntime's dynamic quantization (optimum presets
+#:   avx512_vnni = avx512 = arm64, and avx2): one scale for the whole table.
 VARIANT_FILES: dict[str, str] = {
     "fp32": "model.onnx",
     "fp16": "model_fp16.onnx",
     "int8": "model_int8.onnx",
     "int4": "model_int4.onnx",
     "int4_block": "model_int4_block.onnx",
+    "int8_dynamic": "model_int8_dynamic.onnx",
+    "uint8_dynamic": "model_uint8_dynamic.onnx",
 }
 
 

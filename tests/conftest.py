@@ -7,7 +7,9 @@ built in code.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +20,10 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 ROOT = Path(__file__).resolve().parents[1]
 BERT_TOKENIZER = ROOT / "models" / "default" / "tokenizer.json"
+#: The real evaluation data, for the few tests that need it (they skip where it is absent).
+EVAL_DATA = Path(os.environ.get("SSE_DATA") or ROOT.parent / "shared" / "data")
+# Exports in tests measure quality on the adversarial set only, unless a test passes eval_data.
+os.environ["SSE_DATA"] = str(Path(tempfile.mkdtemp(prefix="sse-no-data-")))
 
 TINY_VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog",

@@ -37,7 +37,9 @@ def test_export_writes_a_complete_folder(
     assert "fp32" in printed and "fp16" in printed and "max|d| <1k tok" in printed
     manifest = read_manifest(out)
     assert (manifest.dim, manifest.source_dim, manifest.vocab_size) == (8, 16, 32)
-    assert manifest.default_variant == "fp32"
+    # fp16 is within its bound (raw diff <= 1e-3) and half the size: the smallest that fits.
+    assert manifest.default_variant == "fp16"
+    assert (out / "quality.json").is_file() and (out / "quality.md").is_file()
     assert sorted(manifest.variants) == ["fp16", "fp32"]
     assert manifest.source_sha256["model.safetensors"] == sha256_file(
         tiny_checkpoint / "model.safetensors"
@@ -55,6 +57,16 @@ def test_exported_tokenizer_adds_nothing(tmp_path: Path, bert_checkpoint: Path) 
     tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     encoding = tokenizer.encode("hello world " * 100)  # default call: special tokens allowed
     assert len(encoding.ids) == 200 and 101 not in encoding.ids
+
+
+def test_default_variant_can_be_chosen(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    result = export(
+        tiny_checkpoint, output=tmp_path, variants=["fp32", "int4"], default_variant="fp32"
+    )
+    assert result.manifest.default_variant == "fp32"
+    assert Encoder(tmp_path).variant == "fp32"
+    with pytest.raises(ValueError, match="default_variant='int8' is not among variants"):
+        export(tiny_checkpoint, output=tmp_path, variants=["fp32"], default_variant="int8")
 
 
 def test_no_validate(tmp_path: Path, tiny_checkpoint: Path) -> None:

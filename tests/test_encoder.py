@@ -127,8 +127,8 @@ def test_bad_options(encoder: Encoder, options: dict[str, object], error: type, 
 
 
 def test_variant_choice(folder: Path) -> None:
-    assert Encoder(folder).variant == "fp32"
-    assert Encoder(folder, variant="fp16").variant == "fp16"
+    assert Encoder(folder).variant == "fp16"  # the folder's default: smallest within bounds
+    assert Encoder(folder, variant="fp32").variant == "fp32"
     with pytest.raises(ValueError, match=r"variant='int3' is not in .* holds \['fp16', 'fp32'\]"):
         Encoder(folder, variant="int3")
 
@@ -153,7 +153,7 @@ def test_missing_file(folder: Path, tmp_path: Path, name: str) -> None:
     broken = copy_of(folder, tmp_path)
     (broken / name).unlink()
     with pytest.raises(ModelFormatError, match=f"{name} is missing"):
-        Encoder(broken)
+        Encoder(broken, variant="fp32")
 
 
 def test_truncated_model(folder: Path, tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_truncated_model(folder: Path, tmp_path: Path) -> None:
     model = broken / VARIANT_FILES["fp32"]
     model.write_bytes(model.read_bytes()[:1000])
     with pytest.raises(ModelFormatError, match=r"model.onnx has 1000 bytes but the manifest"):
-        Encoder(broken)
+        Encoder(broken, variant="fp32")
 
 
 def test_corrupt_model_of_the_recorded_size(folder: Path, tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_corrupt_model_of_the_recorded_size(folder: Path, tmp_path: Path) -> Non
     model = broken / VARIANT_FILES["fp32"]
     model.write_bytes(b"\xff" * model.stat().st_size)
     with pytest.raises(ModelFormatError, match=r"model.onnx is not a loadable ONNX model"):
-        Encoder(broken)
+        Encoder(broken, variant="fp32")
 
 
 def test_corrupt_tokenizer(folder: Path, tmp_path: Path) -> None:
