@@ -126,7 +126,11 @@ def quality_report(
             size_ratio=size / fp32_bytes,
             max_raw_diff=float(np.abs(raw - reference.raw(adversarial)).max()),
             adversarial=_agreement(normalize(raw), reference.embed(adversarial)),
-            real=_agreement(encoder.encode(real), reference.embed(real)) if real else None,
+            real=(
+                _agreement(encoder.encode(real, show_progress_bar=False), reference.embed(real))
+                if real
+                else None
+            ),
             ndcg={name: _ndcg(encoder, data) for name, data in retrieval.items()},
             ndcg_fp32=ndcg_fp32,
         )
@@ -158,7 +162,8 @@ class _Reference:
 
 
 def _ndcg(encoder: Encoder, data: RetrievalData) -> float:
-    queries, docs = encoder.encode(data.query_texts), encoder.encode(data.doc_texts)
+    queries = encoder.encode(data.query_texts, show_progress_bar=False)
+    docs = encoder.encode(data.doc_texts, show_progress_bar=False)
     return float(retrieval_ndcg_from_embeddings(data, queries, docs))
 
 

@@ -41,13 +41,29 @@ def test_bundled_export_was_made_from_the_committed_checkpoint() -> None:
     }
 
 
-def test_encoder_without_arguments_matches_the_reference(
+def int8_rows(table: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Symmetric per-row int8, written here independently of the exporter: q * max|row| / 127."""
+    scale = (np.abs(table).max(axis=1) / np.float32(127)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1))
+    q = np.clip(np.rint(table / safe[:, None]), -127, 127)
+    return (q * scale[:, None]).astype(np.float32)
+
+
+def test_bundled_default_is_the_int8_export_at_256_dims(
     tensors: dict[str, npt.NDArray[np.float32]],
 ) -> None:
     encoder = Encoder()
-    assert encoder.dim == 256
-    expected = l2(numpy_sse(tensors, CHECKPOINT / "tokenizer.json", TEXTS, 256))
-    assert np.abs(encoder.encode(TEXTS) - expected).max() <= 1e-6
+    assert (encoder.dim, encoder.variant) == (256, "int8")
+    fp32 = l2(numpy_sse(tensors, CHECKPOINT / "tokenizer.json", TEXTS, 256))
+    int8 = {key: value[..., :256] for key, value in tensors.items()}
+    int8["embedding.weight"] = int8_rows(int8["embedding.weight"])
+    exact = l2(numpy_sse(int8, CHECKPOINT / "tokenizer.json", TEXTS))
+    got = encoder.encode(TEXTS)
+    # Exact against the int8 table, and within the int8 bound (cosine >= 0.999) of fp32.
+    assert np.abs(got - exact).max() <= 1e-6
+    empty = np.linalg.norm(fp32, axis=1) == 0  # empty texts: beta * tanh(0) = 0 for this model
+    assert np.all(got[empty] == 0)
+    assert (got * fp32).sum(axis=1)[~empty].min() >= 0.999
 
 
 def test_sse_export_without_model_exports_the_default(tmp_path: Path) -> None:

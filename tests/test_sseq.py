@@ -75,8 +75,15 @@ def test_sseq_exports_to_every_variant(
     )
     for variant in VARIANT_FILES:
         got = Encoder(out, variant=variant).encode(texts)
-        # int4 re-encodes an already 4-bit table: it must reproduce it, not lose more.
-        tolerance = {"fp16": 1e-3, "int8": 1e-2, "int4_block": 0.1}.get(variant, 1e-6)
+        # int4 re-encodes an already 4-bit table: it must reproduce it, not lose more. The
+        # dynamic variants have one scale for the whole table, so they lose most.
+        tolerance = {
+            "fp16": 1e-3,
+            "int8": 1e-2,
+            "int4_block": 0.1,
+            "int8_dynamic": 2e-2,
+            "uint8_dynamic": 2e-2,
+        }.get(variant, 1e-6)
         assert np.abs(got - expected).max() <= tolerance, variant
 
 
