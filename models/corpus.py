@@ -1,0 +1,169 @@
+"""Training text for the default model: text pairs from sources obtainable offline, with licences.
+
+Every source gives ``(anchor, positive)`` pairs: a short, query-like text and a longer text it
+describes. Both sides are also the unlabeled text of the sentence-level distillation. No
+evaluation test split is read: SciFact contributes its **train** claims and its corpus (shared by
+the train and test splits; no test claim or test judgement is touched), STS-B its **train**
+split.
+
+- ``debian``: package synopsis -> first paragraph of its long description (Debian 12 main,
+  Translation-en); each package's DFSG-free licence.
+- ``wordnet``: lemma(s) -> definition, and definition -> example sentence (Debian's
+  ``wordnet-base``); WordNet 3.0 licence (BSD-style, Princeton University).
+- ``scifact``: article title -> abstract, train claim -> cited abstract; CC BY-NC 2.0.
+- ``stsb``: STS Benchmark train pairs with a gold score of 4 or more; CC BY-SA 4.0.
+
+Where a source is absent (no Debian translations downloaded, no data folder) it is skipped with
+a warning; :func:`fetch_debian_sources` downloads the two Debian inputs with ``apt-get``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sse_export.evaluate import load_retrieval, load_sts
+
+logger = logging.getLogger("corpus")
+
+APT_LISTS = Path("/var/lib/apt/lists")
+SOURCES = ("debian", "wordnet", "scifact", "stsb")
+LICENCES = {
+    "debian": "Debian main package descriptions: each package's DFSG-free licence",
+    "wordnet": "WordNet 3.0 licence (BSD-style), Princeton University",
+    "scifact": "CC BY-NC 2.0 (SciFact train claims and corpus)",
+    "stsb": "CC BY-SA 4.0 (STS Benchmark train split)",
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A query-like ``anchor`` and the ``positive`` text it belongs with."""
+
+    source: str
+    anchor: str
+    positive: str
+
+
+def fetch_debian_sources(cache: Path) -> Path:
+    """Download the English package descriptions and ``wordnet-base``; return the .deb folder.
+
+    Runs ``apt-get -o Acquire::Languages=en update`` (needs root) and ``apt-get download
+    wordnet-base`` into ``cache``.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "-qq", "-o", "Acquire::Languages=en", "update"], check=True)
+    if not any(cache.glob("wordnet-base_*.deb")):
+        subprocess.run(["apt-get", "-qq", "download", "wordnet-base"], cwd=cache, check=True)
+    return cache
+
+
+def debian_pairs() -> Iterator[Pair]:
+    """Synopsis -> first paragraph of the long description, one per distinct paragraph."""
+    files = sorted(APT_LISTS.glob("*_main_i18n_Translation-en*"))
+    if not files:
+        logger.warning("no Debian Translation-en lists: run fetch_debian_sources (apt-get update)")
+        return
+    seen: set[str] = set()
+    for path in files:
+        text = subprocess.run(
+            ["/usr/lib/apt/apt-helper", "cat-file", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for record in text.split("\n\n"):
+            match = re.search(r"^Description-en: (.*)\n((?: .*\n?)*)", record, re.MULTILINE)
+            if not match:
+                continue
+            synopsis, body = match.group(1).strip(), match.group(2)
+            paragraph = " ".join(
+                line.strip() for line in body.split("\n .")[0].splitlines() if line.strip()
+            )
+            if len(paragraph) < 40 or paragraph in seen:
+                continue
+            seen.add(paragraph)
+            yield Pair("debian", synopsis, paragraph)
+
+
+def wordnet_pairs(debs: Path) -> Iterator[Pair]:
+    """Lemmas -> definition, and definition -> example, from WordNet's data files."""
+    packages = sorted(debs.glob("wordnet-base_*.deb"))
+    if not packages:
+        logger.warning("no wordnet-base .deb in %s: run fetch_debian_sources", debs)
+        return
+    with tempfile.TemporaryDirectory(prefix="wordnet-") as root:
+        subprocess.run(["dpkg-deb", "-x", str(packages[-1]), root], check=True)
+        for part in ("noun", "verb", "adj", "adv"):
+            data = Path(root) / "usr/share/wordnet" / f"data.{part}"
+            for line in data.read_text(encoding="latin-1").splitlines():
+                if line.startswith("  ") or "|" not in line:
+                    continue  # licence header
+                fields, gloss = line.split("|", 1)
+                tokens = fields.split()
+                count = int(tokens[3], 16)
+                lemmas = [tokens[4 + 2 * i].replace("_", " ") for i in range(count)]
+                lemmas = [re.sub(r"\(.*\)$", "", lemma) for lemma in lemmas]
+                definition, *examples = (p.strip(' "') for p in gloss.strip().split(";"))
+                if not definition:
+                    continue
+                yield Pair("wordnet", ", ".join(dict.fromkeys(lemmas)), definition)
+                example = next((e for e in examples if len(e.split()) >= 4), None)
+                if example:
+                    yield Pair("wordnet", definition, example)
+
+
+def scifact_pairs(data: Path) -> Iterator[Pair]:
+    """Title -> abstract for the corpus, and train claim -> each abstract it cites."""
+    folder = data / "retrieval" / "scifact_train"
+    if not (folder / "qrels" / "train.tsv").is_file():
+        logger.warning("no %s: SciFact train pairs skipped", folder)
+        return
+    for line in (folder / "corpus.jsonl").open(encoding="utf-8"):
+        doc = json.loads(line)
+        if doc["title"].strip() and doc["text"].strip():
+            yield Pair("scifact", doc["title"].strip(), doc["text"].strip())
+    train = load_retrieval(folder, "train")
+    docs = dict(zip(train.doc_ids, train.doc_texts, strict=True))
+    for query_id, claim in zip(train.query_ids, train.query_texts, strict=True):
+        for doc_id in train.qrels[query_id]:
+            yield Pair("scifact", claim, docs[doc_id])
+
+
+def stsb_pairs(data: Path) -> Iterator[Pair]:
+    """STS-B train pairs scored 4 or more (near paraphrases)."""
+    path = data / "sts" / "sts-train.csv"
+    if not path.is_file():
+        logger.warning("no %s: STS-B pairs skipped", path)
+        return
+    sts = load_sts(path)
+    for first, second, score in zip(sts.sentences1, sts.sentences2, sts.scores, strict=True):
+        if score >= 4.0:
+            yield Pair("stsb", first, second)
+
+
+def load_pairs(
+    data: Path, debs: Path, sources: Sequence[str], limits: dict[str, int], seed: int
+) -> list[Pair]:
+    """The pairs of ``sources``, each shuffled with ``seed`` and cut to its limit (0 = none)."""
+    generators = {
+        "debian": debian_pairs,
+        "wordnet": lambda: wordnet_pairs(debs),
+        "scifact": lambda: scifact_pairs(data),
+        "stsb": lambda: stsb_pairs(data),
+    }
+    pairs: list[Pair] = []
+    for name in sources:
+        found = list(generators[name]())
+        random.Random(f"{seed}-{name}").shuffle(found)
+        kept = found[: limits.get(name) or None]
+        logger.info("%s: %d pairs (of %d)", name, len(kept), len(found))
+        pairs.extend(kept)
+    return pairs
