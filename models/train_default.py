@@ -60,9 +60,9 @@ class Recipe:
         default_factory=lambda: {"debian": 0, "wordnet": 40_000, "scifact": 0, "stsb": 0}
     )
     held_out: float = 0.03
-    epochs: int = 4
-    batch_size: int = 256
-    learning_rate: float = 3e-3
+    epochs: int = 8
+    batch_size: int = 1024
+    learning_rate: float = 6e-3
     contrastive_weight: float = 1.0
     distill_weight: float = 1.0
     scale: float = 20.0
