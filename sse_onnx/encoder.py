@@ -25,12 +25,14 @@ logger = logging.getLogger(__name__)
 #: The exported default model shipped inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
-#: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats.
-TOKEN_BUDGET = 1 << 15
+#: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats,
+#: which should stay within the CPU cache (2^12 measured fastest, bench/README.md).
+TOKEN_BUDGET = 1 << 12
 #: Token sequences longer than this are embedded in chunks whose sums are added.
-CHUNK_TOKENS = 1 << 13
-#: Texts tokenized per block; bounds the memory held by token ids of a large call.
-BLOCK_TEXTS = 1 << 13
+CHUNK_TOKENS = 1 << 12
+#: Texts tokenized per block; bounds the memory held by token ids of a large call while
+#: leaving enough texts to sort by length.
+BLOCK_TEXTS = 1 << 10
 
 
 class Encoder:
@@ -86,6 +88,8 @@ class Encoder:
         self.manifest = manifest
         self.variant = chosen
         self._head: tuple[npt.NDArray[np.float64], ...] | None = None
+        self._pad = np.array([manifest.pad_token_id], dtype=np.int64)
+        self._ones = np.ones((1, CHUNK_TOKENS), dtype=np.int64)
 
     @property
     def dim(self) -> int:
@@ -145,8 +149,8 @@ class Encoder:
             batch_size: Texts per graph call.
             normalize_embeddings: L2-normalise each embedding (after ``truncate_dim``).
             truncate_dim: Keep the first k dimensions (Matryoshka); ``None`` keeps all.
-            show_progress_bar: Show a tqdm bar (needs tqdm); ``None`` shows one when logging
-                is at INFO or below.
+            show_progress_bar: Show a tqdm bar (needs tqdm); ``None`` shows one for a sequence
+                when logging is at INFO or below.
             precision: ``"float32"``, or ``"int8"``, ``"uint8"``, ``"binary"``, ``"ubinary"`` as
                 sentence-transformers' ``quantize_embeddings`` defines them.
 
@@ -170,12 +174,21 @@ class Encoder:
                 f"precision={precision!r} is not supported; choose one of {PRECISIONS}."
             )
 
+        if single and show_progress_bar is not True:
+            # The latency path for one query: no blocks, no sorting, no padding.
+            ids = self._tokenizer.encode_one(items[0])
+            row = self._run_one(ids) if len(ids) <= CHUNK_TOKENS else self._embed_long(ids)[None]
+            row = row[:, :dim]
+            one: npt.NDArray[Any] = quantize(
+                normalize(row) if normalize_embeddings else row, precision
+            )[0]
+            return one
         out = np.empty((len(items), self.dim), dtype=np.float32)
         with _progress(len(items), show_progress_bar) as advance:
             for start in range(0, len(items), BLOCK_TEXTS):
                 block = items[start : start + BLOCK_TEXTS]
-                ids = self._tokenizer.encode(block)
-                out[start : start + len(block)] = self._embed(ids, batch_size)
+                flat, lengths = self._tokenizer.encode_flat(block)
+                out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
                 advance(len(block))
         embeddings = out[:, :dim]
         if normalize_embeddings:
@@ -183,10 +196,13 @@ class Encoder:
         result = quantize(np.ascontiguousarray(embeddings), precision)
         return result[0] if single else result
 
-    def _embed(self, ids: list[TokenIds], batch_size: int) -> npt.NDArray[np.float32]:
-        """SSE embeddings (unnormalised) of token-id sequences, in their order."""
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
-        lengths = np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids))
+    def _embed(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> npt.NDArray[np.float32]:
+        """SSE embeddings (unnormalised) of texts given as their ids end to end and counts."""
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        if len(lengths) == 1 and lengths[0] <= CHUNK_TOKENS:  # one text: no sorting, no padding
+            return self._run_padded(flat, starts, ends, fmt.SENTENCE_EMBEDDING)
+        out = np.empty((len(lengths), self.dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")
         short = order[lengths[order] <= CHUNK_TOKENS]
         start = 0
@@ -196,19 +212,21 @@ class Encoder:
             while stop - start > 1 and (stop - start) * lengths[short[stop - 1]] > TOKEN_BUDGET:
                 stop -= 1
             rows = short[start:stop]
-            out[rows] = self._run_padded([ids[i] for i in rows], fmt.SENTENCE_EMBEDDING)
+            out[rows] = self._run_padded(flat, starts[rows], ends[rows], fmt.SENTENCE_EMBEDDING)
             start = stop
         for i in order[lengths[order] > CHUNK_TOKENS]:
-            out[i] = self._embed_long(ids[i])
+            out[i] = self._embed_long(flat[starts[i] : ends[i]])
         return out
 
     def _embed_long(self, seq: TokenIds) -> npt.NDArray[np.float32]:
         """Embed one long sequence from the summed rows of its chunks: exact, mean = sum / n."""
         total = np.zeros(self.dim, dtype=np.float64)
-        chunks = [seq[i : i + CHUNK_TOKENS] for i in range(0, len(seq), CHUNK_TOKENS)]
-        per_call = TOKEN_BUDGET // CHUNK_TOKENS
-        for start in range(0, len(chunks), per_call):
-            sums = self._run_padded(chunks[start : start + per_call], fmt.TOKEN_SUM)
+        chunk_starts = np.arange(0, len(seq), CHUNK_TOKENS)
+        chunk_ends = np.minimum(chunk_starts + CHUNK_TOKENS, len(seq))
+        per_call = max(1, TOKEN_BUDGET // CHUNK_TOKENS)
+        for first in range(0, len(chunk_starts), per_call):
+            calls = slice(first, first + per_call)
+            sums = self._run_padded(seq, chunk_starts[calls], chunk_ends[calls], fmt.TOKEN_SUM)
             total += sums.sum(axis=0, dtype=np.float64)
         alpha, beta, bias = self._head_parameters()
         embedding: npt.NDArray[np.float32] = (
@@ -227,15 +245,27 @@ class Encoder:
             self._head = tuple(np.asarray(o, dtype=np.float64) for o in outputs)
         return self._head
 
-    def _run_padded(self, seqs: Sequence[TokenIds], output: str) -> npt.NDArray[np.float32]:
-        """Pad sequences into one ``[batch, length]`` call and return one output."""
-        width = max(1, max(len(seq) for seq in seqs))
-        input_ids = np.full((len(seqs), width), self.manifest.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, seq in enumerate(seqs):
-            input_ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        result: npt.NDArray[np.float32] = self._run([output], input_ids, mask)[0]
+    def _run_one(self, ids: TokenIds) -> npt.NDArray[np.float32]:
+        """Run one text's ids as a ``[1, length]`` call, without copying them."""
+        if ids.size:
+            feeds = ids[None], self._ones[:, : ids.size]
+        else:
+            feeds = self._pad[None], np.zeros((1, 1), dtype=np.int64)
+        result: npt.NDArray[np.float32] = self._run([fmt.SENTENCE_EMBEDDING], *feeds)[0]
+        return result
+
+    def _run_padded(
+        self, flat: TokenIds, starts: TokenIds, ends: TokenIds, output: str
+    ) -> npt.NDArray[np.float32]:
+        """Run the rows ``flat[starts[i]:ends[i]]``, padded into one ``[batch, length]`` call."""
+        width = max(1, int((ends - starts).max()))
+        positions = starts[:, None] + np.arange(width)
+        mask = positions < ends[:, None]
+        # Positions past a row's end read its neighbour's ids (clipped at the end of flat),
+        # then the pad id is written over them: two vectorised passes, no loop over rows.
+        source = flat if flat.size else self._pad
+        input_ids = np.where(mask, source.take(positions, mode="clip"), self._pad)
+        result: npt.NDArray[np.float32] = self._run([output], input_ids, mask.astype(np.int64))[0]
         return result
 
     def _run(
@@ -273,6 +303,11 @@ def _open_session(path: Path, threads: int | None) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Every batch has another [batch, length] shape, so memory patterns planned per shape only
+    # pile up; and idle pool threads spinning between calls would take the core the
+    # tokenizer needs (both measured in bench/README.md).
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(

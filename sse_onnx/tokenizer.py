@@ -1,17 +1,43 @@
 """Text to token ids with SSE's rules: no special tokens, no truncation, no padding, [UNK] kept.
 
-A Hugging Face ``tokenizers`` tokenizer does the work. Very long texts are cut at spaces into
-segments that are tokenized one at a time, which keeps memory bounded and gives the same ids:
-with a BERT normalizer (a per-character map) and BERT pre-tokenizer (which splits at every space),
-no token can span a space. Tokenizers of other kinds get each text whole.
+A Hugging Face ``tokenizers`` tokenizer defines the ids. For BERT-style tokenizers
+(``BertNormalizer`` or no normalizer, then ``BertPreTokenizer``, any model) a faster path gives
+the same ids: a text is cut with ``str.split`` into whitespace-free chunks, and each chunk's ids
+come from a cache, filled by asking the HF tokenizer about chunks it has not seen. This is exact
+because
+
+- ``BertNormalizer`` maps each character on its own (its NFD may reorder a run of combining
+  marks, but whitespace ends every run) and ``BertPreTokenizer`` splits at every whitespace
+  character, so no token spans whitespace and a chunk tokenized alone gives the ids it gives
+  inside its text;
+- the characters that ``str.split`` cuts at but HF does not treat as whitespace (control
+  characters such as ``\\x0b``, ``\\x1c`` and U+0085, which HF's ``clean_text`` deletes) are
+  found when the tokenizer is loaded, by asking HF's own normalizer and pre-tokenizer about each
+  of them, and deleted before the split; a tokenizer on which one of them is neither a separator
+  nor deleted gets the plain HF path;
+- HF matches added tokens such as ``[SEP]`` in the raw text before normalization, whatever
+  their neighbours (``x[SEP]y`` gives id 102 between x and y). An added token without
+  whitespace lies inside one chunk, where HF matches it just the same; a text that contains an
+  added token with whitespace in it is tokenized by HF whole, and a tokenizer with an added
+  token matched after normalization gets the plain HF path.
+
+The cache holds at most :data:`CACHE_CHUNKS` chunks of at most :data:`CACHE_CHUNK_CHARS`
+characters (about 150 bytes each, so some 20 MB at most) and is emptied when full. Lookups take
+no lock; filling it takes one, so concurrent calls from several threads are safe and give the
+ids of sequential calls.
+
+Very long texts are cut at spaces into segments that are tokenized one at a time, which keeps
+memory bounded and gives the same ids for the same reason. Tokenizers of other kinds get each
+text whole.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+import re
+import threading
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -19,15 +45,26 @@ from tokenizers import Tokenizer
 
 from sse_onnx.errors import ModelFormatError
 
-__all__ = ["TextTokenizer"]
+__all__ = ["CACHE_CHUNKS", "CACHE_CHUNK_CHARS", "PYTHON_WHITESPACE", "TextTokenizer"]
 
 #: Texts longer than this many characters are tokenized in segments cut at spaces.
 SEGMENT_CHARS = 1 << 16
+#: Most chunks whose ids the cache keeps; it is emptied when a new chunk would exceed this.
+CACHE_CHUNKS = 1 << 17
+#: Chunks longer than this are tokenized each time they occur rather than cached.
+CACHE_CHUNK_CHARS = 64
+#: Every character for which ``str.isspace()`` is true, i.e. where ``str.split()`` cuts
+#: (checked against the running Python by the test suite).
+PYTHON_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 
 _SEGMENTABLE_NORMALIZERS = {None, "BertNormalizer"}
 _SEGMENTABLE_PRE_TOKENIZERS = {"BertPreTokenizer"}
 
 TokenIds = npt.NDArray[np.int64]
+_ID_BYTES = np.dtype(np.int64).itemsize
 
 
 class TextTokenizer:
@@ -42,7 +79,6 @@ class TextTokenizer:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
-            config = json.loads(Path(path).read_text(encoding="utf-8"))
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for a bad file
             raise ModelFormatError(
@@ -53,45 +89,141 @@ class TextTokenizer:
         tokenizer.no_truncation()
         self._tokenizer = tokenizer
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
-        self._segmentable = _is_segmentable(config)
+        self._segmentable = _is_segmentable(tokenizer)
+        self._deleted = _deleted_separators(tokenizer) if self._segmentable else None
+        self._deletions = str.maketrans(dict.fromkeys(self._deleted or ""))
+        self._added = _added_token_pattern(tokenizer)
+        self._cache: dict[str, bytes] = {}
+        self._capacity = CACHE_CHUNKS
+        self._lock = threading.Lock()
+
+    @property
+    def fast(self) -> bool:
+        """Whether texts go through the chunk cache (else through HF whole)."""
+        return self._deleted is not None
 
     def encode(self, texts: Sequence[str]) -> list[TokenIds]:
-        """Token ids of each text, without special tokens and without truncation."""
+        """Token ids of each text (read-only arrays), without special tokens or truncation."""
+        if not texts:
+            return []
+        flat, lengths = self.encode_flat(texts)
+        return np.split(flat, np.cumsum(lengths)[:-1])
+
+    def encode_one(self, text: str) -> TokenIds:
+        """Token ids of one text (a read-only array)."""
+        ids = self._fast_ids(text) if self.fast else self._hf_ids([text])[0]
+        return np.frombuffer(ids, dtype=np.int64)
+
+    def encode_flat(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds]:
+        """Token ids of all texts end to end (read-only), and the number of ids of each text."""
+        parts = [self._fast_ids(text) for text in texts] if self.fast else self._hf_ids(texts)
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) // _ID_BYTES
+        return np.frombuffer(b"".join(parts), dtype=np.int64), lengths
+
+    def _fast_ids(self, text: str) -> bytes:
+        if self._added is not None and self._added.search(text) is not None:
+            return self._hf_ids([text])[0]
+        if len(text) > SEGMENT_CHARS:
+            return b"".join(map(self._chunk_ids, _segments(text)))
+        return self._chunk_ids(text)
+
+    def _chunk_ids(self, text: str) -> bytes:
+        """Ids of a text without added tokens, as packed int64, from its chunks' cached ids."""
+        for char in self._deleted or "":
+            if char in text:
+                text = text.translate(self._deletions)
+                break
+        chunks = text.split()
+        try:
+            return b"".join(map(self._cache.__getitem__, chunks))
+        except KeyError:  # a chunk not seen yet (or the cache was emptied meanwhile)
+            return self._chunk_ids_filling(chunks)
+
+    def _chunk_ids_filling(self, chunks: list[str]) -> bytes:
+        known: dict[str, bytes] = {}
+        missing = []
+        for chunk in set(chunks):
+            ids = self._cache.get(chunk)
+            if ids is None:
+                missing.append(chunk)
+            else:
+                known[chunk] = ids
+        encodings = self._tokenizer.encode_batch(missing, add_special_tokens=False)
+        found = {chunk: _pack(e.ids) for chunk, e in zip(missing, encodings, strict=True)}
+        known.update(found)
+        kept = [item for item in found.items() if len(item[0]) <= CACHE_CHUNK_CHARS]
+        with self._lock:
+            if len(self._cache) + len(kept) > self._capacity:
+                self._cache.clear()
+            self._cache.update(kept[: self._capacity])
+        return b"".join(map(known.__getitem__, chunks))
+
+    def _hf_ids(self, texts: Sequence[str]) -> list[bytes]:
+        """Ids of each text from HF itself, packed as int64; long texts in segments."""
         short = [i for i, text in enumerate(texts) if len(text) <= SEGMENT_CHARS]
-        out: list[TokenIds] = [np.empty(0, dtype=np.int64)] * len(texts)
+        out = [b""] * len(texts)
         encodings = self._tokenizer.encode_batch(
             [texts[i] for i in short], add_special_tokens=False
         )
         for i, encoding in zip(short, encodings, strict=True):
-            out[i] = np.asarray(encoding.ids, dtype=np.int64)
+            out[i] = _pack(encoding.ids)
         for i, text in enumerate(texts):
             if len(text) > SEGMENT_CHARS:
-                out[i] = self._encode_long(text)
+                pieces = _segments(text) if self._segmentable else iter([text])
+                out[i] = b"".join(
+                    _pack(self._tokenizer.encode(piece, add_special_tokens=False).ids)
+                    for piece in pieces
+                )
         return out
 
-    def _encode_long(self, text: str) -> TokenIds:
-        pieces = _segments(text) if self._segmentable else iter([text])
-        return np.concatenate(
-            [
-                np.asarray(self._tokenizer.encode(piece, add_special_tokens=False).ids, np.int64)
-                for piece in pieces
-            ]
-        )
+
+def _pack(ids: Iterable[int]) -> bytes:
+    return array("q", ids).tobytes()
 
 
-def _is_segmentable(config: dict[str, object]) -> bool:
+def _is_segmentable(tokenizer: Tokenizer) -> bool:
     """Whether cutting a text after a space leaves its token ids unchanged."""
 
     def kind(component: object) -> str | None:
-        return component.get("type") if isinstance(component, dict) else None
+        return None if component is None else type(component).__name__
 
-    added = config.get("added_tokens") or []
-    spaced_added = any(" " in str(token.get("content", "")) for token in added)  # type: ignore[attr-defined]
+    added = tokenizer.get_added_tokens_decoder().values()
     return (
-        kind(config.get("normalizer")) in _SEGMENTABLE_NORMALIZERS
-        and kind(config.get("pre_tokenizer")) in _SEGMENTABLE_PRE_TOKENIZERS
-        and not spaced_added
+        kind(tokenizer.normalizer) in _SEGMENTABLE_NORMALIZERS
+        and kind(tokenizer.pre_tokenizer) in _SEGMENTABLE_PRE_TOKENIZERS
+        and not any(" " in token.content for token in added)
     )
+
+
+def _deleted_separators(tokenizer: Tokenizer) -> str | None:
+    """The whitespace characters of ``str.split`` that HF deletes, asked of HF itself.
+
+    Returns:
+        Those characters, or ``None`` if an added token is matched after normalization or one
+        of the characters is neither a word separator nor deleted for HF: the chunk path would
+        then differ from HF.
+    """
+    if any(token.normalized for token in tokenizer.get_added_tokens_decoder().values()):
+        return None
+    deleted = []
+    for char in PYTHON_WHITESPACE:
+        text = f"a{char}b"
+        if tokenizer.normalizer is not None:
+            text = tokenizer.normalizer.normalize_str(text)
+        words = [word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+        if words == ["ab"]:
+            deleted.append(char)
+        elif words != ["a", "b"]:
+            return None
+    return "".join(deleted)
+
+
+def _added_token_pattern(tokenizer: Tokenizer) -> re.Pattern[str] | None:
+    """A regex that finds the added tokens ``str.split`` would cut, or ``None`` if none would."""
+    added = tokenizer.get_added_tokens_decoder().values()
+    cut = {token.content for token in added if any(c in token.content for c in PYTHON_WHITESPACE)}
+    contents = sorted(cut, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, contents))) if contents else None
 
 
 def _segments(text: str) -> Iterator[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from sse_onnx import Encoder, ModelFormatError, SSEError, similarity
+from sse_onnx import tokenizer as tokenizer_module
 from sse_onnx.format import MANIFEST_FILE, VARIANT_FILES
 
 
@@ -94,6 +97,36 @@ def test_similarity(encoder: Encoder) -> None:
 def test_threads_give_identical_results(folder: Path, encoder: Encoder) -> None:
     texts = ["the cat sat on the mat " * 30, "hello", "dog dog dog"] * 20
     np.testing.assert_array_equal(Encoder(folder, threads=2).encode(texts), encoder.encode(texts))
+
+
+def test_concurrent_calls_equal_sequential_calls(
+    bert_checkpoint: Path, exported: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokenizer_module, "CACHE_CHUNKS", 64)  # the cache fills and empties
+    folder = exported(bert_checkpoint, 64)
+    rng = np.random.default_rng(5)
+    words = ["the", "Cat", "sat", "on", "a", "mat,", "café", "naïve", "東京", "🦠", "[SEP]"]
+    words += ["x_y", "don't", "3.14", "e\u0301", "\u3000", "z\x0bz", ""]
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 60))) for _ in range(300)]
+    expected = Encoder(folder, threads=1).encode(texts, batch_size=16)
+    shared = Encoder(folder, threads=1)
+    results: list[object] = [None] * 8
+
+    def work(index: int) -> None:
+        results[index] = shared.encode(texts, batch_size=16)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    for result in results:
+        np.testing.assert_array_equal(result, expected)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
