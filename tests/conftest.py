@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -88,6 +90,20 @@ def numpy_sse(
         rows.append(beta * np.tanh(alpha * mean + bias))
     out = np.array(rows).reshape(len(texts), table.shape[1])
     return out[:, : dim or table.shape[1]]
+
+
+def run_in_threads(work: Callable[[int], None], count: int = 8) -> None:
+    """Run ``work(0)`` .. ``work(count - 1)`` on threads that switch as often as possible."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def l2(x: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:

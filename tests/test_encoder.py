@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_in_threads
 from sse_onnx import Encoder, ModelFormatError, SSEError, similarity
 from sse_onnx import tokenizer as tokenizer_module
 from sse_onnx.format import MANIFEST_FILE, VARIANT_FILES
@@ -115,16 +114,7 @@ def test_concurrent_calls_equal_sequential_calls(
     def work(index: int) -> None:
         results[index] = shared.encode(texts, batch_size=16)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # switch threads often
-    try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_in_threads(work)
     for result in results:
         np.testing.assert_array_equal(result, expected)  # type: ignore[arg-type]
 

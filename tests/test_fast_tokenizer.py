@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
-from conftest import BERT_TOKENIZER, EVAL_DATA, write_tiny_tokenizer
+from conftest import BERT_TOKENIZER, EVAL_DATA, run_in_threads, write_tiny_tokenizer
 from sse_onnx import tokenizer as tokenizer_module
 from sse_onnx.tokenizer import PYTHON_WHITESPACE, TextTokenizer
 
@@ -246,16 +245,7 @@ def test_concurrent_calls_give_sequential_ids(monkeypatch: pytest.MonkeyPatch) -
         except BaseException as exc:  # surfaced below with the thread's traceback
             errors.append(exc)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # switch threads often
-    try:
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_in_threads(work)
     assert not errors, errors
     assert len(results) == 8
     assert all(result == expected for result in results)
