@@ -138,17 +138,21 @@ def test_fuzzed_texts_give_hf_ids(pair: tuple[TextTokenizer, Tokenizer], text: s
     assert fast.encode_one(text).tolist() == hf_ids(hf, text)
 
 
+def mismatches(fast: TextTokenizer, hf: Tokenizer, texts: list[str], batch: int) -> list[str]:
+    """The texts whose ids differ between the fast path and HF, compared in batches."""
+    found = []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        expected = hf.encode_batch(chunk, add_special_tokens=False)
+        got = fast.encode(chunk)
+        found += [t for t, g, e in zip(chunk, got, expected, strict=True) if g.tolist() != e.ids]
+    return found
+
+
 def test_random_texts_in_batches_give_hf_ids(pair: tuple[TextTokenizer, Tokenizer]) -> None:
     fast, hf = pair
     texts = list(random_texts(np.random.default_rng(FUZZ_EXAMPLES), FUZZ_EXAMPLES))
-    mismatched = []
-    for start in range(0, len(texts), 1000):
-        batch = texts[start : start + 1000]
-        expected = hf.encode_batch(batch, add_special_tokens=False)
-        got = fast.encode(batch)
-        mismatched += [
-            t for t, g, e in zip(batch, got, expected, strict=True) if g.tolist() != e.ids
-        ]
+    mismatched = mismatches(fast, hf, texts, 1000)
     assert not mismatched, f"{len(mismatched)} of {len(texts)} differ, e.g. {mismatched[:3]!r}"
 
 
@@ -274,13 +278,6 @@ def test_every_text_of_the_evaluation_data_gives_hf_ids() -> None:
         pytest.skip(f"evaluation data not found at {EVAL_DATA}")
     fast, hf = TextTokenizer(BERT_TOKENIZER), hf_tokenizer(BERT_TOKENIZER)
     texts = list(data_texts(EVAL_DATA))
-    mismatched = []
-    for start in range(0, len(texts), 2000):
-        batch = texts[start : start + 2000]
-        expected = hf.encode_batch(batch, add_special_tokens=False)
-        got = fast.encode(batch)
-        mismatched += [
-            t for t, g, e in zip(batch, got, expected, strict=True) if g.tolist() != e.ids
-        ]
+    mismatched = mismatches(fast, hf, texts, 2000)
     assert len(texts) > 50_000
     assert not mismatched, f"{len(mismatched)} of {len(texts)} differ, e.g. {mismatched[:3]!r}"
