@@ -1,4 +1,7 @@
-"""sse-export: turn an SSE checkpoint into a validated ONNX model folder for :mod:`sse_onnx`.
+"""sse-export: turn a static-embedding checkpoint into a validated ONNX folder for :mod:`sse_onnx`.
+
+SSE checkpoints, sentence-transformers ``StaticEmbedding`` and Model2Vec folders are read, each
+with its own semantics (:mod:`sse_export.families`).
 
 Example:
     >>> from sse_export import export

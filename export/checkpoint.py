@@ -1,14 +1,21 @@
-"""Reading an SSE checkpoint: tensors and the tokenizer, never the checkpoint's Python code.
+"""Reading a checkpoint: tensors, the tokenizer and JSON configs, never the checkpoint's code.
 
-Two layouts are read, detected by their files (anything else in the folder is ignored):
+The layouts read, detected by their files and tensor names (anything else is ignored):
 
-- **fp32** (e.g. stable-static-embedding-fast-retrieval-mrl-en-v2): ``model.safetensors`` with
-  exactly ``embedding.weight`` ``[vocab, dim]`` and ``dyt.alpha``, ``dyt.beta``, ``dyt.bias``
-  ``[dim]``, plus ``tokenizer.json``;
+- **SSE fp32** (e.g. stable-static-embedding-fast-retrieval-mrl-en-v2): ``model.safetensors``
+  with exactly ``embedding.weight`` ``[vocab, dim]`` and ``dyt.alpha``, ``dyt.beta``,
+  ``dyt.bias`` ``[dim]``, plus ``tokenizer.json``;
 - **SSEQ 4-bit** (quantized-stable-static-embedding-*): ``embedding.q4_k_m.bin`` (``vocab`` rows
   of ``dim / 2`` packed bytes, then ``vocab`` float32 scales), ``model_rest.safetensors`` with
   the three DyT vectors, plus ``tokenizer.json``. The table is decoded exactly as specified in
-  :mod:`sse_export.quantize`.
+  :mod:`sse_export.quantize`;
+- **sentence-transformers StaticEmbedding** (e.g. static-retrieval-mrl-en-v1):
+  ``model.safetensors`` with exactly ``embedding.weight`` and ``tokenizer.json``, at the root
+  or in ``0_StaticEmbedding/``, with ``modules.json``;
+- **Model2Vec** (e.g. the potion models): ``model.safetensors`` with ``embeddings`` (and
+  optionally ``weights``, ``mapping``), ``tokenizer.json`` and ``config.json``.
+
+What each family's semantics are, and how they are recorded, is :mod:`sse_export.families`.
 """
 
 from __future__ import annotations
@@ -18,14 +25,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from sse_export import families
+from sse_export.families import DYT_KEYS, TABLE_KEY
 from sse_export.quantize import decode_sseq
 from sse_onnx.errors import CheckpointError
-from sse_onnx.format import TOKENIZER_FILE, sha256_file
+from sse_onnx.format import TOKENIZER_FILE, Pooling, sha256_file
 
 __all__ = [
     "SSEQ_REST_FILE",
@@ -41,36 +51,39 @@ logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 SSEQ_TABLE_FILE = "embedding.q4_k_m.bin"
 SSEQ_REST_FILE = "model_rest.safetensors"
-TABLE_KEY = "embedding.weight"
-DYT_KEYS = ("dyt.alpha", "dyt.beta", "dyt.bias")
-EXPECTED_KEYS = frozenset({TABLE_KEY, *DYT_KEYS})
 
 Array = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The tensors of an SSE model, as float32 numpy arrays, and its tokenizer file.
+    """The tensors of a static-embedding model, as float32 numpy arrays, and its rules.
 
     Attributes:
         name: A human-readable name (the folder's name, or the config's ``name``).
         folder: Where the checkpoint was read from.
         source_format: ``"safetensors"`` or ``"sseq"`` (4-bit).
-        table: The EmbeddingBag table ``[vocab, dim]``.
-        alpha, beta, bias: The SeparableDyT vectors ``[dim]``.
+        table: The table whose rows are averaged, ``[vocab, dim]`` (for Model2Vec, with its
+            ``mapping`` and ``weights`` folded in).
+        alpha, beta, bias: The SeparableDyT vectors ``[dim]``; ``None`` for families without
+            a head.
         tokenizer_path: The checkpoint's ``tokenizer.json``.
-        source_sha256: sha256 of the weights and tokenizer files, by file name.
+        source_sha256: sha256 of the files read (weights, tokenizer, configs), by file name.
+        family: One of :data:`sse_onnx.format.FAMILIES`.
+        pooling: The family's rules around the mean, as the manifest records them.
     """
 
     name: str
     folder: Path
     source_format: str
     table: Array
-    alpha: Array
-    beta: Array
-    bias: Array
+    alpha: Array | None
+    beta: Array | None
+    bias: Array | None
     tokenizer_path: Path
     source_sha256: dict[str, str]
+    family: str
+    pooling: Pooling
 
     @property
     def vocab_size(self) -> int:
@@ -82,6 +95,12 @@ class Checkpoint:
         """Width of the embedding table and of the DyT vectors."""
         return int(self.table.shape[1])
 
+    def dyt(self, dim: int | None = None) -> tuple[Array, Array, Array] | None:
+        """The DyT vectors cut to their first ``dim`` values, or ``None`` without a head."""
+        if self.alpha is None or self.beta is None or self.bias is None:
+            return None
+        return self.alpha[:dim], self.beta[:dim], self.bias[:dim]
+
 
 def default_checkpoint() -> Path:
     """The bundled default SSE checkpoint (``models/default`` in the source tree)."""
@@ -91,16 +110,17 @@ def default_checkpoint() -> Path:
 
 
 def load_checkpoint(model: str | os.PathLike[str] | None = None) -> Checkpoint:
-    """Load an SSE checkpoint from a local folder (or a hub id where ``huggingface_hub`` is).
+    """Load a checkpoint of any supported family from a local folder (or a hub id).
 
     Args:
-        model: A checkpoint folder (fp32 or SSEQ 4-bit layout), a Hugging Face hub id, or
-            ``None`` for the bundled default.
+        model: A checkpoint folder (see the module docstring for the layouts), a Hugging Face
+            hub id, or ``None`` for the bundled default.
 
     Raises:
         CheckpointError: naming the file, key or shape that is wrong, and the fix.
     """
-    folder = default_checkpoint() if model is None else _resolve(model)
+    root = default_checkpoint() if model is None else _resolve(model)
+    folder = families.source_folder(root)
     tokenizer_path = folder / TOKENIZER_FILE
     if (folder / WEIGHTS_FILE).is_file():
         source_format, weights = "safetensors", [folder / WEIGHTS_FILE]
@@ -108,9 +128,10 @@ def load_checkpoint(model: str | os.PathLike[str] | None = None) -> Checkpoint:
         source_format, weights = "sseq", [folder / SSEQ_TABLE_FILE, folder / SSEQ_REST_FILE]
     else:
         raise CheckpointError(
-            f"{folder / WEIGHTS_FILE} is missing: an SSE checkpoint folder holds {WEIGHTS_FILE} "
-            f"(or, 4-bit, {SSEQ_TABLE_FILE} and {SSEQ_REST_FILE}) and {TOKENIZER_FILE}; pass "
-            "the folder that has them."
+            f"{folder / WEIGHTS_FILE} is missing: a checkpoint folder holds {WEIGHTS_FILE} "
+            f"(SSE, sentence-transformers StaticEmbedding, possibly in "
+            f"{families.STATIC_MODULE_FOLDER}/, or Model2Vec; or, SSE 4-bit, {SSEQ_TABLE_FILE} "
+            f"and {SSEQ_REST_FILE}) and {TOKENIZER_FILE}; pass the folder that has them."
         )
     for path in (*weights, tokenizer_path):
         if not path.is_file():
@@ -118,40 +139,56 @@ def load_checkpoint(model: str | os.PathLike[str] | None = None) -> Checkpoint:
                 f"{path} is missing; the checkpoint folder is incomplete, fetch it again."
             )
     vocab = _tokenizer_vocab_size(tokenizer_path)
-    if source_format == "safetensors":
-        tensors = _read_tensors(weights[0], EXPECTED_KEYS)
-    else:
-        tensors = _read_tensors(weights[1], frozenset(DYT_KEYS))
+    if source_format == "sseq":
+        tensors = _read_tensors(weights[1])
+        families.check_keys(set(tensors), set(DYT_KEYS), weights[1], "an SSE 4-bit checkpoint")
         tensors[TABLE_KEY] = _read_sseq_table(weights[0], vocab, tensors["dyt.alpha"].shape)
-    _check_tensors(tensors, weights[0])
+        family = "sse"
+    else:
+        tensors = _read_tensors(weights[0])
+        family = families.family_of(set(tensors), weights[0])
+    _check_tensors(tensors, weights[0], "embeddings" if family == "model2vec" else TABLE_KEY)
+    pooling, configs = Pooling(), []
+    if family == "model2vec":
+        tensors = {TABLE_KEY: families.fold_model2vec(tensors, vocab, weights[0])}
+        pooling = families.model2vec_pooling(folder, tokenizer_path)
+        configs = [folder / families.MODEL2VEC_CONFIG_FILE]
+    elif family == "sentence-transformers":
+        pooling = families.static_embedding_pooling(root, tokenizer_path)
+        configs = [root / families.MODULES_FILE]
     table = tensors[TABLE_KEY]
     if vocab != table.shape[0]:
         raise CheckpointError(
             f"{tokenizer_path} has {vocab} tokens but {weights[0]} has {table.shape[0]} table "
             "rows; the tokenizer belongs to another model, use the one saved with these weights."
         )
+    read = [*weights, tokenizer_path, *(path for path in configs if path.is_file())]
     return Checkpoint(
-        name=_model_name(folder),
-        folder=folder,
+        name=_model_name(root),
+        folder=root,
         source_format=source_format,
         table=table,
-        alpha=tensors["dyt.alpha"],
-        beta=tensors["dyt.beta"],
-        bias=tensors["dyt.bias"],
+        alpha=tensors.get("dyt.alpha"),
+        beta=tensors.get("dyt.beta"),
+        bias=tensors.get("dyt.bias"),
         tokenizer_path=tokenizer_path,
-        source_sha256={path.name: sha256_file(path) for path in (*weights, tokenizer_path)},
+        source_sha256={path.name: sha256_file(path) for path in read},
+        family=family,
+        pooling=pooling,
     )
 
 
-def _check_tensors(tensors: dict[str, Array], weights: Path) -> None:
+def _check_tensors(
+    tensors: dict[str, npt.NDArray[Any]], weights: Path, table_key: str = TABLE_KEY
+) -> None:
     """Shapes agree (table 2-D, DyT vectors as wide as the table) and values are finite."""
-    table = tensors[TABLE_KEY]
+    table = tensors[table_key]
     if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] < 1:
         raise CheckpointError(
-            f"{weights}: {TABLE_KEY} has shape {list(table.shape)}, expected [vocab, dim]."
+            f"{weights}: {table_key} has shape {list(table.shape)}, expected [vocab, dim]."
         )
     for key in DYT_KEYS:
-        if tensors[key].shape != (table.shape[1],):
+        if key in tensors and tensors[key].shape != (table.shape[1],):
             raise CheckpointError(
                 f"{weights}: {key} has shape {list(tensors[key].shape)} but {TABLE_KEY} is "
                 f"{list(table.shape)}; the DyT vectors must have length {table.shape[1]}."
@@ -207,7 +244,9 @@ def _resolve(model: str | os.PathLike[str]) -> Path:
             "hub id; download the checkpoint folder and pass its path."
         ) from exc
     try:
-        local = snapshot_download(text, allow_patterns=[WEIGHTS_FILE, "*.json"])
+        nested = f"{families.STATIC_MODULE_FOLDER}/{WEIGHTS_FILE}"
+        patterns = [WEIGHTS_FILE, nested, SSEQ_TABLE_FILE, SSEQ_REST_FILE, "*.json", "README.md"]
+        local = snapshot_download(text, allow_patterns=patterns)
     except Exception as exc:  # offline, unknown repo, auth: the hub client has many classes
         raise CheckpointError(
             f"{text} is not a local folder and could not be fetched as a Hugging Face hub id "
@@ -217,28 +256,24 @@ def _resolve(model: str | os.PathLike[str]) -> Path:
     return Path(local)
 
 
-def _read_tensors(weights: Path, expected: frozenset[str]) -> dict[str, Array]:
-    """Read the expected tensors as float32, rejecting missing and unexpected keys."""
+def _read_tensors(weights: Path) -> dict[str, npt.NDArray[Any]]:
+    """Read every tensor: ``mapping`` (Model2Vec's token index) as int64, the others float32."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(weights), framework="pt") as handle:
-            keys = set(handle.keys())
-            missing = sorted(expected - keys)
-            unexpected = sorted(keys - expected)
-            if missing or unexpected:
-                raise CheckpointError(
-                    f"{weights}: missing keys {missing}, unexpected keys {unexpected}; this "
-                    f"file of an SSE checkpoint holds exactly {sorted(expected)}."
-                )
-            return {key: handle.get_tensor(key).float().numpy() for key in sorted(keys)}
-    except CheckpointError:
-        raise
+            tensors = {key: handle.get_tensor(key) for key in sorted(handle.keys())}
     except Exception as exc:  # safetensors raises its own error classes for a bad header
         raise CheckpointError(
             f"{weights} is not a readable safetensors file ({exc}); the download is "
             "incomplete or the file is damaged, fetch it again."
         ) from exc
+    # Model2Vec's int8 tables are averaged as the integers they hold (no scale is stored);
+    # only its token mapping is an index.
+    return {
+        key: (value.long() if key == "mapping" else value.float()).numpy()
+        for key, value in tensors.items()
+    }
 
 
 def _tokenizer_vocab_size(path: Path) -> int:

@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sse_export.exporter import export
+from sse_export.exporter import TARGETS, export
+from sse_export.mobile import MOBILE_VARIANTS
 from sse_export.report import REPORT_JSON, REPORT_MD, format_markdown
 from sse_export.validate import format_reports
 from sse_onnx import format as fmt
@@ -22,6 +23,12 @@ examples:
   sse-export --model path/to/sse-checkpoint --output sse-onnx --variants fp32 int8 int4
       export a local SSE checkpoint (model.safetensors + tokenizer.json, or the 4-bit SSEQ
       files) in three variants, with a quality report of each against fp32
+  sse-export --model path/to/potion-base-8M --output potion-onnx --variants fp32 int8
+      a Model2Vec (or sentence-transformers StaticEmbedding) folder: the family is detected
+      and its own semantics kept (see the README's table of checkpoint families)
+  sse-export --dim 256 --variants int8 --target mobile --output sse-mobile
+      a folder for Android and iOS apps: .ort model, operator config for a reduced
+      onnxruntime, tokenizer files and INTEGRATION.md (Kotlin and Swift examples)
   python -c "from sse_onnx import Encoder; print(Encoder('sse-256').encode('hello').shape)"
       embed with the export
 """
@@ -31,22 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (flag names match :func:`sse_export.export`'s parameters)."""
     parser = argparse.ArgumentParser(
         prog="sse-export",
-        description="Export an SSE (Stable Static Embedding) checkpoint to a validated ONNX "
-        "model folder for sse_onnx.Encoder. Reads tensors only; never runs the checkpoint's code.",
+        description="Export an SSE (Stable Static Embedding), sentence-transformers "
+        "StaticEmbedding or Model2Vec checkpoint to a validated ONNX model folder for "
+        "sse_onnx.Encoder. Reads tensors only; never runs the checkpoint's code.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--model",
         metavar="PATH",
-        help="checkpoint folder with model.safetensors and tokenizer.json "
-        "(default: the bundled default model)",
+        help="checkpoint folder with model.safetensors and tokenizer.json, as SSE, "
+        "sentence-transformers StaticEmbedding or Model2Vec save them (default: the bundled "
+        "default model)",
     )
     parser.add_argument(
         "--output", metavar="DIR", help="folder to write (default: ./<model name>-onnx)"
     )
     parser.add_argument(
-        "--dim", type=int, metavar="N", help="keep the first N dimensions (default: all)"
+        "--dim",
+        type=int,
+        metavar="N",
+        help="keep the first N dimensions (default: all); warns unless the model card or "
+        "config says the model is Matryoshka-trained",
     )
     parser.add_argument(
         "--variants",
@@ -63,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VARIANT",
         help="the variant Encoder loads by default (default: the smallest one measured to be "
         "within its quality bounds, else the first of --variants)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="onnx",
+        help="onnx: a model folder for sse_onnx.Encoder; mobile: the same, validated, then "
+        f"converted for Android/iOS apps (variants {list(MOBILE_VARIANTS)}; "
+        "see INTEGRATION.md in the output) (default: onnx)",
     )
     parser.add_argument(
         "--eval-data",
@@ -100,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             validate=args.validate,
             report=args.report,
             eval_data=args.eval_data,
+            target=args.target,
         )
     except (SSEError, ValueError, TypeError) as exc:
         print(f"sse-export: error: {exc}", file=sys.stderr)

@@ -1,9 +1,12 @@
-"""``export()``: SSE checkpoint in, validated exported folder out. The CLI is a thin layer on it."""
+"""``export()``: checkpoint in, validated exported folder out. The CLI is a thin layer on it."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,15 +19,21 @@ import sse_onnx
 from sse_export.checkpoint import Checkpoint, load_checkpoint
 from sse_export.dynamic import PRESETS, dequantized_table, quantize_with_preset
 from sse_export.evaluate import default_data_dir
+from sse_export.families import is_matryoshka
 from sse_export.graph import build_graph
+from sse_export.mobile import check_mobile_variants, write_bundle
 from sse_export.quantize import decoded_table
-from sse_export.report import QualityRow, quality_report, write_report
+from sse_export.report import REPORT_JSON, REPORT_MD, QualityRow, quality_report, write_report
 from sse_export.validate import VariantReport, format_reports, validate_export
 from sse_onnx import format as fmt
 from sse_onnx.errors import ParityError
 
-__all__ = ["ExportResult", "export"]
+__all__ = ["TARGETS", "ExportResult", "export"]
 
+#: What :func:`export` writes: an ONNX model folder, or a mobile bundle (:mod:`sse_export.mobile`).
+TARGETS = ("onnx", "mobile")
+
+logger = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 
@@ -56,15 +65,24 @@ def export(
     validate: bool = True,
     report: bool = True,
     eval_data: str | os.PathLike[str] | None = None,
+    target: str = "onnx",
 ) -> ExportResult:
-    """Export an SSE checkpoint to an ONNX model folder and validate it against PyTorch.
+    """Export a checkpoint to an ONNX model folder and validate it against PyTorch.
+
+    The checkpoint's family (SSE, sentence-transformers StaticEmbedding or Model2Vec) is
+    detected from its files and its semantics recorded in the manifest
+    (:mod:`sse_export.families`).
 
     Args:
         model: Checkpoint folder (or hub id); ``None`` exports the bundled default model.
-        output: Folder to write; ``None`` writes ``./<model name>-onnx``.
+        output: Folder to write; ``None`` writes ``./<model name>-onnx`` (``-mobile`` for the
+            mobile target).
         dim: Keep the first ``dim`` dimensions (Matryoshka); ``None`` keeps all. Exact,
-            because DyT acts per dimension: the table columns and DyT vectors are sliced
-            (quantized variants quantize the kept columns).
+            because the head acts per dimension: the table columns and DyT vectors are
+            sliced (quantized variants quantize the kept columns). A warning is logged when
+            the model card and config do not say the model is Matryoshka-trained
+            (:func:`sse_export.families.is_matryoshka`): then the first dims need not be a
+            good embedding.
         variants: Model files to write, from :data:`sse_onnx.format.VARIANT_FILES`.
         default_variant: The variant ``Encoder`` loads by default; ``None`` picks the smallest
             variant measured to be within its bounds (:data:`sse_export.report.BOUNDS`), else
@@ -73,6 +91,9 @@ def export(
         report: Measure each variant's loss against fp32 and write ``quality.json``/``.md``.
         eval_data: Evaluation data root for the report's real-text and nDCG@10 columns;
             ``None`` uses ``$SSE_DATA`` or ``../shared/data`` where present.
+        target: ``"onnx"``, or ``"mobile"``: the validated export converted into a bundle for
+            Android and iOS apps (``.ort`` models, operator config, tokenizer files,
+            INTEGRATION.md; :func:`sse_export.mobile.write_bundle`). One of :data:`TARGETS`.
 
     Returns:
         The folder, its manifest, the validation reports and the quality rows.
@@ -91,8 +112,33 @@ def export(
     variants = _checked_variants(variants)
     if default_variant is not None and default_variant not in variants:
         raise ValueError(f"default_variant={default_variant!r} is not among variants {variants}.")
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r} is not one of {list(TARGETS)}.")
+    if target == "mobile":
+        check_mobile_variants(variants)
+        with tempfile.TemporaryDirectory(prefix="sse-export-") as onnx_folder:
+            result = export(
+                model,
+                output=onnx_folder,
+                dim=dim,
+                variants=variants,
+                default_variant=default_variant,
+                validate=validate,
+                report=report,
+                eval_data=eval_data,
+            )
+            return _bundle(result, output)
     checkpoint = load_checkpoint(model)
     dim = _checked_dim(dim, checkpoint.dim)
+    if dim < checkpoint.dim and not is_matryoshka(checkpoint.folder):
+        logger.warning(
+            "Keeping %d of %d dimensions, but the model card and config of %s do not say it is "
+            "Matryoshka-trained, so its first dimensions may embed poorly; the export is exact, "
+            "check its quality (e.g. quality.md's nDCG@10 columns) before relying on it.",
+            dim,
+            checkpoint.dim,
+            checkpoint.name,
+        )
     folder = Path(output) if output is not None else Path(f"{checkpoint.name}-onnx")
     folder.mkdir(parents=True, exist_ok=True)
     manifest, stored = _write_folder(folder, checkpoint, dim, variants)
@@ -131,7 +177,7 @@ def _write_folder(
         entries[variant] = fmt.FileEntry.of(folder, fmt.VARIANT_FILES[variant])
     manifest = fmt.Manifest(
         model_name=checkpoint.name,
-        family="sse",
+        family=checkpoint.family,
         dim=dim,
         source_dim=checkpoint.dim,
         vocab_size=checkpoint.vocab_size,
@@ -141,6 +187,7 @@ def _write_folder(
         variants=entries,
         default_variant=variants[0],
         package_version=sse_onnx.__version__,
+        pooling=checkpoint.pooling,
     )
     fmt.write_manifest(folder, manifest)
     return manifest, stored
@@ -149,8 +196,12 @@ def _write_folder(
 def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx.ModelProto, Array]:
     """The variant's graph, and its table as stored (decoded to float32)."""
     table = checkpoint.table[:, :dim]
-    head = (checkpoint.alpha[:dim], checkpoint.beta[:dim], checkpoint.bias[:dim])
-    options = {"name": checkpoint.name, "producer_version": sse_onnx.__version__}
+    head = checkpoint.dyt(dim) or ()
+    options = {
+        "skip_token_ids": checkpoint.pooling.skip_token_ids,
+        "name": checkpoint.name,
+        "producer_version": sse_onnx.__version__,
+    }
     if variant in PRESETS:
         try:
             model = quantize_with_preset(build_graph(table, *head, **options), PRESETS[variant])
@@ -161,6 +212,16 @@ def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx
             ) from exc
         return model, dequantized_table(model)
     return build_graph(table, *head, variant=variant, **options), decoded_table(table, variant)
+
+
+def _bundle(result: ExportResult, output: str | os.PathLike[str] | None) -> ExportResult:
+    """Convert an ONNX export into a mobile bundle at ``output``, with its quality report."""
+    bundle = Path(output) if output is not None else Path(f"{result.manifest.model_name}-mobile")
+    manifest = write_bundle(result.folder, bundle)
+    for name in (REPORT_JSON, REPORT_MD):
+        if (result.folder / name).is_file():
+            shutil.copyfile(result.folder / name, bundle / name)
+    return replace(result, folder=bundle, manifest=manifest)
 
 
 def _smallest_within_bounds(quality: Sequence[QualityRow]) -> str | None:

@@ -1,13 +1,15 @@
-"""Building the ONNX graph of an SSE model from its arrays.
+"""Building the ONNX graph of a static-embedding model from its arrays.
 
 The EmbeddingBag becomes a ``Gather`` of padded ids plus a masked mean (pads excluded, an
-all-pad row is the empty bag), SeparableDyT becomes ``Mul``/``Add``/``Tanh``/``Mul``. No
-``Loop`` or ``If``: every op is a plain elementwise, reduce or ``MatMul`` op that every
-onnxruntime build (desktop, mobile, web) has.
+all-pad row is the empty bag), SeparableDyT becomes ``Mul``/``Add``/``Tanh``/``Mul``; families
+without a head return the mean itself. Ids a family leaves out of the mean (Model2Vec's
+unknown token) are masked like pads. No ``Loop`` or ``If``: every op is a plain elementwise,
+reduce or ``MatMul`` op that every onnxruntime build (desktop, mobile, web) has.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,6 +140,23 @@ def _lookup_int4_block(table: Array) -> _Lookup:
     )
 
 
+def _mask_nodes(skip_token_ids: Sequence[int]) -> list[onnx.NodeProto]:
+    """``mask`` (float [batch, sequence]): 1 where a token counts, 0 at pads and skipped ids."""
+    if not skip_token_ids:
+        return [helper.make_node("Cast", [fmt.ATTENTION_MASK], ["mask"], to=TensorProto.FLOAT)]
+    # ids [batch, sequence, 1] == skip_ids [k] -> [batch, sequence, k]; the skip ids are
+    # distinct, so at most one matches and the sum over k is 1 exactly for a skipped id.
+    return [
+        helper.make_node("Unsqueeze", [fmt.INPUT_IDS, "axis_minus_1"], ["ids_3d"]),
+        helper.make_node("Equal", ["ids_3d", "skip_ids"], ["is_skipped_each"]),
+        helper.make_node("Cast", ["is_skipped_each"], ["skipped_each"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["skipped_each", "axis_minus_1"], ["skipped"], keepdims=0),
+        helper.make_node("Sub", ["one_int", "skipped"], ["kept"]),
+        helper.make_node("Mul", [fmt.ATTENTION_MASK, "kept"], ["kept_mask"]),
+        helper.make_node("Cast", ["kept_mask"], ["mask"], to=TensorProto.FLOAT),
+    ]
+
+
 _LOOKUPS = {
     "fp32": lambda table: _lookup_float(table, np.float32),
     "fp16": lambda table: _lookup_float(table, np.float16),
@@ -151,19 +170,22 @@ GRAPH_VARIANTS: tuple[str, ...] = tuple(_LOOKUPS)
 
 def build_graph(
     table: Array,
-    alpha: Array,
-    beta: Array,
-    bias: Array,
+    alpha: Array | None = None,
+    beta: Array | None = None,
+    bias: Array | None = None,
     *,
+    skip_token_ids: Sequence[int] = (),
     variant: str = "fp32",
     name: str = "sse",
     producer_version: str = "",
 ) -> onnx.ModelProto:
-    """The ONNX model of ``beta * tanh(alpha * mean(table[ids]) + bias)``.
+    """The ONNX model of ``beta * tanh(alpha * mean(table[ids]) + bias)``, or of the mean.
 
     Args:
         table: ``[vocab, dim]`` float32 rows (already truncated to the exported dim).
-        alpha, beta, bias: ``[dim]`` SeparableDyT vectors.
+        alpha, beta, bias: ``[dim]`` SeparableDyT vectors; without them the graph returns
+            the mean and has no ``dyt_*`` outputs (an identity head).
+        skip_token_ids: Ids left out of the mean, as if they were pads.
         variant: How the table is stored, one of :data:`GRAPH_VARIANTS`: ``fp32`` as is;
             ``fp16`` in half precision; ``int8`` symmetric with a scale per row; ``int4`` in
             SSE's 4-bit SSEQ scheme (a scale per row, zero point 7.5), standard ops only;
@@ -181,10 +203,7 @@ def build_graph(
     dim = table.shape[1]
     lookup = _LOOKUPS[variant](table)
     weight = "mask"
-    nodes = [
-        *lookup.nodes,
-        helper.make_node("Cast", [fmt.ATTENTION_MASK], ["mask"], to=TensorProto.FLOAT),
-    ]
+    nodes = [*lookup.nodes, *_mask_nodes(skip_token_ids)]
     if lookup.scale:
         nodes.append(helper.make_node("Mul", ["mask", lookup.scale], ["token_weight"]))
         weight = "token_weight"
@@ -204,28 +223,37 @@ def build_graph(
         ]
     else:
         nodes.append(helper.make_node("Squeeze", ["weighted_sum_3d", "axis_1"], [fmt.TOKEN_SUM]))
+    head = None if alpha is None or beta is None or bias is None else (alpha, beta, bias)
     nodes += [
         helper.make_node("ReduceSum", ["mask", "axis_1"], ["count"], keepdims=1),
         # An empty bag has count 0 and sum 0: dividing by max(count, 1) gives EmbeddingBag's zero.
         helper.make_node("Max", ["count", "one"], ["count_safe"]),
-        helper.make_node("Div", [fmt.TOKEN_SUM, "count_safe"], ["mean"]),
-        helper.make_node("Mul", ["mean", "alpha"], ["scaled"]),
-        helper.make_node("Add", ["scaled", "bias"], ["shifted"]),
-        helper.make_node("Tanh", ["shifted"], ["squashed"]),
-        helper.make_node("Mul", ["squashed", "beta"], [fmt.SENTENCE_EMBEDDING]),
-        *(
-            helper.make_node("Identity", [source], [output])
-            for source, output in zip(("alpha", "beta", "bias"), fmt.DYT_OUTPUTS, strict=True)
+        helper.make_node(
+            "Div", [fmt.TOKEN_SUM, "count_safe"], ["mean" if head else fmt.SENTENCE_EMBEDDING]
         ),
     ]
-    initializers = [
-        *lookup.initializers,
-        numpy_helper.from_array(alpha.astype(np.float32), "alpha"),
-        numpy_helper.from_array(beta.astype(np.float32), "beta"),
-        numpy_helper.from_array(bias.astype(np.float32), "bias"),
-        _const([1], "axis_1"),
-        _const(1.0, "one", np.float32),
-    ]
+    initializers = [*lookup.initializers, _const([1], "axis_1"), _const(1.0, "one", np.float32)]
+    if head:
+        nodes += [
+            helper.make_node("Mul", ["mean", "alpha"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "bias"], ["shifted"]),
+            helper.make_node("Tanh", ["shifted"], ["squashed"]),
+            helper.make_node("Mul", ["squashed", "beta"], [fmt.SENTENCE_EMBEDDING]),
+            *(
+                helper.make_node("Identity", [source], [output])
+                for source, output in zip(("alpha", "beta", "bias"), fmt.DYT_OUTPUTS, strict=True)
+            ),
+        ]
+        initializers += [
+            numpy_helper.from_array(vector.astype(np.float32), source)
+            for source, vector in zip(("alpha", "beta", "bias"), head, strict=True)
+        ]
+    if skip_token_ids:
+        initializers += [
+            _const(sorted(set(skip_token_ids)), "skip_ids"),
+            _const([-1], "axis_minus_1"),
+            _const(1, "one_int"),
+        ]
     if any("axis_2" in node.input for node in nodes):  # the 4-bit lookups slice the last axis
         initializers.append(_const([2], "axis_2"))
     ids_shape = ["batch", "sequence"]
@@ -243,7 +271,7 @@ def build_graph(
             helper.make_tensor_value_info(fmt.TOKEN_SUM, TensorProto.FLOAT, ["batch", dim]),
             *(
                 helper.make_tensor_value_info(out, TensorProto.FLOAT, [dim])
-                for out in fmt.DYT_OUTPUTS
+                for out in (fmt.DYT_OUTPUTS if head else ())
             ),
         ],
         initializer=initializers,
@@ -256,7 +284,12 @@ def build_graph(
         ],
         producer_name="sse-export",
         producer_version=producer_version,
-        doc_string="SSE: beta * tanh(alpha * masked_mean(table[input_ids]) + bias)",
+        doc_string=(
+            "SSE: beta * tanh(alpha * masked_mean(table[input_ids]) + bias)"
+            if head
+            else "static embedding: masked_mean(table[input_ids])"
+        )
+        + (f", ids {list(skip_token_ids)} left out of the mean" if skip_token_ids else ""),
     )
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)

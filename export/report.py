@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
 
 from sse_export.adversarial import adversarial_texts
 from sse_export.checkpoint import Checkpoint
 from sse_export.evaluate import RetrievalData, load_named, retrieval_ndcg_from_embeddings
 from sse_export.graph import build_graph
-from sse_export.reference import SSE
+from sse_export.reference import SSE, reference_ids
 from sse_onnx import Encoder
 from sse_onnx.embeddings import normalize
 from sse_onnx.format import VARIANT_FILES
@@ -143,14 +142,11 @@ class _Reference:
 
     def __init__(self, checkpoint: Checkpoint, dim: int) -> None:
         self.dim = dim
+        self._checkpoint = checkpoint
         self._module = SSE.from_checkpoint(checkpoint, dim)
-        self._tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_path))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
 
     def raw(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        out: npt.NDArray[np.float32] = self._module.embed([e.ids for e in encodings])
+        out: npt.NDArray[np.float32] = self._module.embed(reference_ids(self._checkpoint, texts))
         return out
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -185,9 +181,8 @@ def _fp32_bytes(folder: Path, checkpoint: Checkpoint, dim: int, variants: Sequen
         return (folder / VARIANT_FILES["fp32"]).stat().st_size
     model = build_graph(
         checkpoint.table[:, :dim],
-        checkpoint.alpha[:dim],
-        checkpoint.beta[:dim],
-        checkpoint.bias[:dim],
+        *(checkpoint.dyt(dim) or ()),
+        skip_token_ids=checkpoint.pooling.skip_token_ids,
     )
     return int(model.ByteSize())
 

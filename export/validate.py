@@ -1,7 +1,8 @@
 """Validation of an export: the runtime on the exported folder against the PyTorch reference.
 
-The reference tokenizes with the *source* checkpoint's tokenizer and pools with
-:class:`sse_export.reference.SSE`. Each variant is checked twice:
+The reference tokenizes with the *source* checkpoint's tokenizer under its family's rules
+(:func:`sse_export.reference.reference_ids`) and pools with :class:`sse_export.reference.SSE`.
+Each variant is checked twice:
 
 - **parity** with the reference run on the table *as the variant stores it* (decoded to
   float32): this must hold to float32 rounding for every variant, and fails the export
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
 
 from sse_export.adversarial import adversarial_texts
 from sse_export.checkpoint import Checkpoint
-from sse_export.reference import SSE
+from sse_export.reference import SSE, reference_ids
 from sse_onnx import Encoder
 from sse_onnx.embeddings import normalize
 
@@ -90,18 +90,14 @@ def validate_export(
         One report per variant, in order; see :attr:`VariantReport.passed`.
     """
     texts = [text for _, text in adversarial_texts()] if texts is None else list(texts)
-    tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_path))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    ids = [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    ids = reference_ids(checkpoint, texts)
     long = np.array([len(seq) >= LONG_TOKENS for seq in ids], dtype=bool)
     reports = []
     for variant, table in stored.items():
         encoder = Encoder(folder, variant=variant)
         dim = encoder.dim
         exact = normalize(SSE.from_checkpoint(checkpoint, dim).embed(ids))
-        head = (checkpoint.alpha[:dim], checkpoint.beta[:dim], checkpoint.bias[:dim])
-        expected = SSE.from_arrays(table, *head).embed(ids)
+        expected = SSE.from_checkpoint(checkpoint, dim, table).embed(ids)
         raw = encoder.encode(texts, normalize_embeddings=False, show_progress_bar=False)
         diff = np.abs(normalize(raw) - normalize(expected)).max(axis=1)
         loss = normalize(raw) - exact

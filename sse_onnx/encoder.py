@@ -36,7 +36,11 @@ BLOCK_TEXTS = 1 << 10
 
 
 class Encoder:
-    """Embeds texts with an exported SSE model on onnxruntime's CPU provider.
+    """Embeds texts with an exported model on onnxruntime's CPU provider.
+
+    The model's family (SSE, sentence-transformers StaticEmbedding, Model2Vec) and its rules
+    around the mean (truncation, skipped ids, head, normalisation) come from its manifest
+    (:class:`sse_onnx.format.Pooling`).
 
     Args:
         model: A folder written by ``sse-export``; ``None`` loads the bundled default model.
@@ -77,7 +81,7 @@ class Encoder:
             raise ValueError(f"threads={threads} must be at least 1 (or None for all cores).")
         model_path = _checked_file(folder, manifest.variants[chosen])
         tokenizer_path = _checked_file(folder, manifest.tokenizer)
-        self._session = _open_session(model_path, threads)
+        self._session = _open_session(model_path, threads, manifest.pooling.graph_outputs)
         self._tokenizer = TextTokenizer(tokenizer_path)
         if self._tokenizer.vocab_size != manifest.vocab_size:
             raise ModelFormatError(
@@ -90,6 +94,7 @@ class Encoder:
         self._head: tuple[npt.NDArray[np.float64], ...] | None = None
         self._pad = np.array([manifest.pad_token_id], dtype=np.int64)
         self._ones = np.ones((1, CHUNK_TOKENS), dtype=np.int64)
+        self._pooling = manifest.pooling
 
     @property
     def dim(self) -> int:
@@ -140,9 +145,9 @@ class Encoder:
     ) -> npt.NDArray[Any]:
         """Embed one text or a list of texts.
 
-        Texts are tokenized without special tokens and without truncation, sorted by length to
-        cut padding, embedded, and returned in their original order. Texts of any length keep
-        memory bounded.
+        Texts are tokenized without special tokens and without truncation (unless the model's
+        family truncates), sorted by length to cut padding, embedded, and returned in their
+        original order. Texts of any length keep memory bounded.
 
         Args:
             texts: A string, or a sequence of strings.
@@ -176,9 +181,10 @@ class Encoder:
 
         if single and show_progress_bar is not True:
             # The latency path for one query: no blocks, no sorting, no padding.
-            ids = self._tokenizer.encode_one(items[0])
+            cut = items[0][: self._pooling.max_chars]  # the family's truncation, if any
+            ids = self._tokenizer.encode_one(cut)[: self._pooling.max_tokens]
             row = self._run_one(ids) if len(ids) <= CHUNK_TOKENS else self._embed_long(ids)[None]
-            row = row[:, :dim]
+            row = (normalize(row) if self._pooling.normalize else row)[:, :dim]
             one: npt.NDArray[Any] = quantize(
                 normalize(row) if normalize_embeddings else row, precision
             )[0]
@@ -187,19 +193,24 @@ class Encoder:
         with _progress(len(items), show_progress_bar) as advance:
             for start in range(0, len(items), BLOCK_TEXTS):
                 block = items[start : start + BLOCK_TEXTS]
+                if self._pooling.max_chars is not None:
+                    block = [text[: self._pooling.max_chars] for text in block]
                 flat, lengths = self._tokenizer.encode_flat(block)
                 out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
                 advance(len(block))
-        embeddings = out[:, :dim]
+        embeddings = (normalize(out) if self._pooling.normalize else out)[:, :dim]
         if normalize_embeddings:
             embeddings = normalize(embeddings)
         result = quantize(np.ascontiguousarray(embeddings), precision)
         return result[0] if single else result
 
     def _embed(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> npt.NDArray[np.float32]:
-        """SSE embeddings (unnormalised) of texts given as their ids end to end and counts."""
+        """Graph outputs of texts given as their ids end to end and counts."""
         ends = np.cumsum(lengths)
         starts = ends - lengths
+        if self._pooling.max_tokens is not None:  # the family keeps a text's first ids only
+            lengths = np.minimum(lengths, self._pooling.max_tokens)
+            ends = starts + lengths
         if len(lengths) == 1 and lengths[0] <= CHUNK_TOKENS:  # one text: no sorting, no padding
             return self._run_padded(flat, starts, ends, fmt.SENTENCE_EMBEDDING)
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
@@ -219,7 +230,10 @@ class Encoder:
         return out
 
     def _embed_long(self, seq: TokenIds) -> npt.NDArray[np.float32]:
-        """Embed one long sequence from the summed rows of its chunks: exact, mean = sum / n."""
+        """Embed one long sequence from the summed rows of its chunks: exact, mean = sum / n.
+
+        The graph leaves the family's skipped ids out of each sum; ``n`` leaves them out too.
+        """
         total = np.zeros(self.dim, dtype=np.float64)
         chunk_starts = np.arange(0, len(seq), CHUNK_TOKENS)
         chunk_ends = np.minimum(chunk_starts + CHUNK_TOKENS, len(seq))
@@ -228,10 +242,14 @@ class Encoder:
             calls = slice(first, first + per_call)
             sums = self._run_padded(seq, chunk_starts[calls], chunk_ends[calls], fmt.TOKEN_SUM)
             total += sums.sum(axis=0, dtype=np.float64)
+        kept = len(seq) - int(np.isin(seq, self._pooling.skip_token_ids).sum())
+        mean = total / max(kept, 1)
+        if self._pooling.head == "identity":
+            return mean.astype(np.float32)
         alpha, beta, bias = self._head_parameters()
-        embedding: npt.NDArray[np.float32] = (
-            beta * np.tanh(alpha * (total / len(seq)) + bias)
-        ).astype(np.float32)
+        embedding: npt.NDArray[np.float32] = (beta * np.tanh(alpha * mean + bias)).astype(
+            np.float32
+        )
         return embedding
 
     def _head_parameters(self) -> tuple[npt.NDArray[np.float64], ...]:
@@ -297,7 +315,9 @@ def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
     return path
 
 
-def _open_session(path: Path, threads: int | None) -> ort.InferenceSession:
+def _open_session(
+    path: Path, threads: int | None, expected_outputs: tuple[str, ...]
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -320,8 +340,7 @@ def _open_session(path: Path, threads: int | None) -> ort.InferenceSession:
         ) from exc
     inputs = {node.name for node in session.get_inputs()}
     outputs = {node.name for node in session.get_outputs()}
-    expected_outputs = {fmt.SENTENCE_EMBEDDING, fmt.TOKEN_SUM, *fmt.DYT_OUTPUTS}
-    if inputs != {fmt.INPUT_IDS, fmt.ATTENTION_MASK} or not expected_outputs <= outputs:
+    if inputs != {fmt.INPUT_IDS, fmt.ATTENTION_MASK} or not set(expected_outputs) <= outputs:
         raise ModelFormatError(
             f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, not the sse-onnx "
             f"graph contract ({fmt.INPUT_IDS}, {fmt.ATTENTION_MASK} -> "

@@ -10,6 +10,18 @@ An exported folder holds::
     tokenizer.json     # Hugging Face tokenizer; padding, truncation and post-processor off
     model.onnx         # one file per variant, see VARIANT_FILES
 
+A mobile bundle (``sse-export --target mobile``) has the same manifest, whose variants are the
+ORT-format files of :data:`ORT_VARIANT_FILES` (onnxruntime loads them like ``.onnx`` files), and
+files for app developers::
+
+    model_int8.ort              # one file per variant, see ORT_VARIANT_FILES
+    required_operators.config   # REQUIRED_OPERATORS_FILE: operators for a reduced onnxruntime
+    tokenizer.json              # as above
+    tokenizer_config.json       # TOKENIZER_CONFIG_FILE: tokenizer class, for swift-transformers
+    vocab.txt                   # VOCAB_FILE: token of id i on line i + 1
+    parity.jsonl                # PARITY_FILE: reference ids and embeddings for an app's tests
+    INTEGRATION.md              # INTEGRATION_FILE: how to tokenize and run the model in an app
+
 Every model graph has the inputs ``input_ids`` and ``attention_mask`` (int64, ``[batch,
 sequence]``) and the outputs:
 
@@ -18,7 +30,13 @@ sequence]``) and the outputs:
   long for one padded batch can be embedded in chunks whose sums are added (the mean is a sum
   divided by a count);
 - ``dyt_alpha``, ``dyt_beta``, ``dyt_bias`` float32 ``[dim]``: the head's parameters, so that
-  the head can be applied to such a combined mean without a second copy of the weights.
+  the head can be applied to such a combined mean without a second copy of the weights (only
+  in graphs with a DyT head; see :class:`Pooling`).
+
+Token ids the family leaves out of the mean (:attr:`Pooling.skip_token_ids`) are masked inside
+the graph, so the graph alone gives the family's embedding of the ids it is fed; truncation
+(:attr:`Pooling.max_chars`, :attr:`Pooling.max_tokens`) and the family's own normalisation
+(:attr:`Pooling.normalize`) are the caller's part, read from the manifest.
 """
 
 from __future__ import annotations
@@ -36,31 +54,54 @@ from sse_onnx.errors import ModelFormatError
 __all__ = [
     "ATTENTION_MASK",
     "DYT_OUTPUTS",
+    "FAMILIES",
+    "HEADS",
     "INPUT_IDS",
+    "INTEGRATION_FILE",
     "MANIFEST_FILE",
+    "ORT_VARIANT_FILES",
+    "PARITY_FILE",
+    "REQUIRED_OPERATORS_FILE",
     "SCHEMA_VERSION",
     "SENTENCE_EMBEDDING",
+    "TOKENIZER_CONFIG_FILE",
     "TOKENIZER_FILE",
     "TOKEN_SUM",
     "VARIANT_FILES",
+    "VOCAB_FILE",
     "FileEntry",
     "Manifest",
+    "Pooling",
     "read_manifest",
     "sha256_file",
     "write_manifest",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Older schema versions this module still reads. Version 1 had no ``pooling``: it was always
+#: SSE's (a DyT head, nothing skipped or truncated, no normalisation of its own).
+READABLE_SCHEMA_VERSIONS = (1, SCHEMA_VERSION)
 FORMAT_NAME = "sse-onnx"
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
+# Files of a mobile bundle only.
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+VOCAB_FILE = "vocab.txt"
+REQUIRED_OPERATORS_FILE = "required_operators.config"
+PARITY_FILE = "parity.jsonl"
+INTEGRATION_FILE = "INTEGRATION.md"
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 SENTENCE_EMBEDDING = "sentence_embedding"
 TOKEN_SUM = "token_sum"
 DYT_OUTPUTS = ("dyt_alpha", "dyt_beta", "dyt_bias")
+
+#: Checkpoint families, named after the library whose semantics an export follows.
+FAMILIES = ("sse", "sentence-transformers", "model2vec")
+#: What follows the masked mean: SSE's ``beta * tanh(alpha * x + bias)``, or nothing.
+HEADS = ("dyt", "identity")
 
 #: Variant name -> model file name. Every variant has the same inputs and outputs; they differ
 #: in how the token table is stored:
@@ -83,6 +124,10 @@ VARIANT_FILES: dict[str, str] = {
     "int4_block": "model_int4_block.onnx",
     "int8_dynamic": "model_int8_dynamic.onnx",
     "uint8_dynamic": "model_uint8_dynamic.onnx",
+}
+#: Variant name -> its file in onnxruntime's ORT format, as in a mobile bundle.
+ORT_VARIANT_FILES: dict[str, str] = {
+    variant: name.removesuffix(".onnx") + ".ort" for variant, name in VARIANT_FILES.items()
 }
 
 
@@ -111,12 +156,74 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Pooling:
+    """A family's rules around the masked mean: what is cut, skipped, applied and normalised.
+
+    The defaults are SSE's. In order, a text is cut to ``max_chars`` characters, tokenized
+    without special tokens, cut to its first ``max_tokens`` ids; the ids in
+    ``skip_token_ids`` are left out of the mean (a text left with no id is the empty bag: a
+    zero mean); the head is applied; the result is L2-normalised if ``normalize``.
+
+    Attributes:
+        head: ``"dyt"`` (SSE) or ``"identity"`` (the mean itself), one of :data:`HEADS`.
+        skip_token_ids: Ids left out of the mean (Model2Vec drops its unknown token).
+        max_chars: Characters of a text kept before tokenizing; ``None`` keeps all.
+        max_tokens: Token ids of a text kept, the first ones; ``None`` keeps all.
+        normalize: Whether the family's reference L2-normalises its output. The runtime then
+            does so at the exported width, before ``truncate_dim``, even when the caller
+            asks for ``normalize_embeddings=False``.
+    """
+
+    head: str = "dyt"
+    skip_token_ids: tuple[int, ...] = ()
+    max_chars: int | None = None
+    max_tokens: int | None = None
+    normalize: bool = False
+
+    @property
+    def graph_outputs(self) -> tuple[str, ...]:
+        """The outputs a graph with this pooling has."""
+        return (SENTENCE_EMBEDDING, TOKEN_SUM, *(DYT_OUTPUTS if self.head == "dyt" else ()))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str) -> Pooling:
+        """Build from parsed JSON, checking every value.
+
+        Raises:
+            ModelFormatError: naming ``where`` and the bad value.
+        """
+        try:
+            pooling = cls(**{**data, "skip_token_ids": tuple(data.get("skip_token_ids", ()))})
+        except TypeError as exc:
+            raise ModelFormatError(
+                f"{where}: pooling {data!r} is malformed ({exc}); re-export the model."
+            ) from exc
+        limits = (pooling.max_chars, pooling.max_tokens)
+        if (
+            pooling.head not in HEADS
+            or not all(map(_is_count, pooling.skip_token_ids))
+            or not all(limit is None or _is_count(limit) for limit in limits)
+            or not isinstance(pooling.normalize, bool)
+        ):
+            raise ModelFormatError(
+                f"{where}: pooling {data!r} holds an unknown head (known: {HEADS}) or a value "
+                "of the wrong type; re-export the model with this version of sse-export."
+            )
+        return pooling
+
+
+def _is_count(value: object) -> bool:
+    """A non-negative int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What an exported folder holds and where it came from.
 
     Attributes:
         model_name: A human-readable name of the source model.
-        family: The checkpoint family and pooling rule, ``"sse"`` for SSE checkpoints.
+        family: The checkpoint family, one of :data:`FAMILIES`.
         dim: Output width of every variant in the folder (after ``--dim`` truncation).
         source_dim: Width of the source checkpoint.
         vocab_size: Rows of the embedding table; equals the tokenizer's vocabulary size.
@@ -126,6 +233,7 @@ class Manifest:
         variants: Variant name -> its model file.
         default_variant: The variant :class:`sse_onnx.Encoder` loads when none is asked for.
         package_version: Version of sse-onnx that wrote the folder.
+        pooling: The family's rules around the graph's masked mean.
         schema_version: Version of this format.
     """
 
@@ -140,6 +248,7 @@ class Manifest:
     variants: dict[str, FileEntry]
     default_variant: str
     package_version: str
+    pooling: Pooling = field(default_factory=Pooling)
     schema_version: int = SCHEMA_VERSION
     format: str = field(default=FORMAT_NAME)
 
@@ -160,16 +269,21 @@ class Manifest:
                 "export the model with `sse-export --output DIR` and load DIR."
             )
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise ModelFormatError(
-                f"{where} has schema version {version!r}, but this sse-onnx reads version "
-                f"{SCHEMA_VERSION}; re-export the model with this version of sse-export, or "
-                "install the sse-onnx version that wrote it."
+                f"{where} has schema version {version!r}, but this sse-onnx reads versions "
+                f"{list(READABLE_SCHEMA_VERSIONS)}; re-export the model with this version of "
+                "sse-export, or install the sse-onnx version that wrote it."
             )
         try:
-            fields = dict(data)
+            # A version-1 manifest reads as this version with SSE's pooling (the defaults).
+            fields = {**data, "schema_version": SCHEMA_VERSION}
             fields["tokenizer"] = FileEntry(**fields["tokenizer"])
             fields["variants"] = {k: FileEntry(**v) for k, v in fields["variants"].items()}
+            if "pooling" in fields:
+                fields["pooling"] = Pooling.from_dict(fields["pooling"], where=where)
+            elif version != 1:
+                raise KeyError("pooling")
             manifest = cls(**fields)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ModelFormatError(

@@ -92,6 +92,30 @@ def numpy_sse(
     return out[:, : dim or table.shape[1]]
 
 
+def stored_as(variant: str, table: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Independent restatement of each variant's storage, decoded (SSEQ per SSE.md)."""
+    if variant == "fp32":
+        return table
+    if variant == "fp16":
+        return table.astype(np.float16).astype(np.float32)
+    if variant == "int8":
+        scale = np.abs(table).max(axis=1, keepdims=True) / 127
+        return np.round(table / scale).clip(-127, 127) * scale
+    if variant == "int4":
+        scale = np.abs(table).max(axis=1, keepdims=True) + 1e-8
+        q = np.clip(np.round((table / scale + 1) * 7.5), 0, 15)
+        return (q / 7.5 - 1) * scale
+    # int4_block: blocks of 32 columns (zero-padded), scale = -(value of largest magnitude) / 8.
+    width = -(-table.shape[1] // 32) * 32
+    padded = np.zeros((table.shape[0], width))
+    padded[:, : table.shape[1]] = table
+    blocks = padded.reshape(table.shape[0], -1, 32)
+    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=2)[..., None], axis=2)
+    scale = (peak / -8).astype(np.float32)
+    q = np.clip(np.round(blocks / np.where(scale == 0, 1, scale) + 8), 0, 15)
+    return ((q - 8) * scale).reshape(table.shape[0], width)[:, : table.shape[1]]
+
+
 def run_in_threads(work: Callable[[int], None], count: int = 8) -> None:
     """Run ``work(0)`` .. ``work(count - 1)`` on threads that switch as often as possible."""
     interval = sys.getswitchinterval()

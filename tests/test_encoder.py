@@ -207,7 +207,7 @@ def test_corrupt_tokenizer(folder: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        ({"schema_version": 99}, "schema version 99, but this sse-onnx reads version 1"),
+        ({"schema_version": 99}, r"schema version 99, but this sse-onnx reads versions \[1, 2\]"),
         ({"format": "other"}, "is not an sse-onnx manifest"),
         ({"variants": None}, "incomplete or malformed"),
         ({"default_variant": "int8"}, "default_variant 'int8' is not one of"),

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 from tokenizers import Tokenizer
 
-from conftest import l2, numpy_sse
+from conftest import l2, numpy_sse, stored_as
 from sse_export import load_checkpoint
 from sse_export.adversarial import LONG_TEXT_TOKENS, adversarial_texts
 from sse_export.reference import SSE
@@ -112,30 +112,6 @@ def test_chunked_long_texts_equal_the_reference(
     expected = l2(numpy_sse(tiny_tensors, tiny_checkpoint / "tokenizer.json", texts))
     got = Encoder(exported(tiny_checkpoint)).encode(texts, batch_size=2)
     np.testing.assert_allclose(got, expected, atol=1e-6)
-
-
-def stored_as(variant: str, table: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Independent restatement of each variant's storage, decoded (SSEQ per SSE.md)."""
-    if variant == "fp32":
-        return table
-    if variant == "fp16":
-        return table.astype(np.float16).astype(np.float32)
-    if variant == "int8":
-        scale = np.abs(table).max(axis=1, keepdims=True) / 127
-        return np.round(table / scale).clip(-127, 127) * scale
-    if variant == "int4":
-        scale = np.abs(table).max(axis=1, keepdims=True) + 1e-8
-        q = np.clip(np.round((table / scale + 1) * 7.5), 0, 15)
-        return (q / 7.5 - 1) * scale
-    # int4_block: blocks of 32 columns (zero-padded), scale = -(value of largest magnitude) / 8.
-    width = -(-table.shape[1] // 32) * 32
-    padded = np.zeros((table.shape[0], width))
-    padded[:, : table.shape[1]] = table
-    blocks = padded.reshape(table.shape[0], -1, 32)
-    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=2)[..., None], axis=2)
-    scale = (peak / -8).astype(np.float32)
-    q = np.clip(np.round(blocks / np.where(scale == 0, 1, scale) + 8), 0, 15)
-    return ((q - 8) * scale).reshape(table.shape[0], width)[:, : table.shape[1]]
 
 
 @pytest.mark.parametrize(
