@@ -14,7 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from sse_onnx.embeddings import quantize, similarity
 from sse_onnx.encoder import Encoder
-from sse_onnx.errors import CheckpointError, ModelFormatError, ParityError, SSEError
+from sse_onnx.errors import (
+    CheckpointError,
+    CorpusError,
+    ModelFormatError,
+    ParityError,
+    SSEError,
+)
 
 try:
     __version__ = version("sse-onnx")
@@ -23,6 +29,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "CheckpointError",
+    "CorpusError",
     "Encoder",
     "ModelFormatError",
     "ParityError",

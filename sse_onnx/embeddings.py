@@ -32,15 +32,30 @@ def normalize(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return out
 
 
-def quantize(embeddings: npt.NDArray[np.float32], precision: Precision) -> npt.NDArray[np.generic]:
+def quantize(
+    embeddings: npt.NDArray[np.float32],
+    precision: Precision,
+    *,
+    ranges: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.generic]:
     """Convert float embeddings ``(n, dim)`` to ``precision`` as sentence-transformers does.
 
     ``int8``/``uint8`` use 256 buckets per dimension between the minimum and maximum of the
-    given embeddings (so they need at least two, and are steadier with hundreds); ``binary``/
-    ``ubinary`` pack the sign bits into ``ceil(dim / 8)`` bytes, offset by -128 for ``binary``.
+    given embeddings (so they need at least two, and are steadier with hundreds), or of
+    ``ranges``; ``binary``/``ubinary`` pack the sign bits into ``ceil(dim / 8)`` bytes, offset by
+    -128 for ``binary``.
+
+    Args:
+        embeddings: Float embeddings ``(n, dim)``.
+        precision: One of :data:`PRECISIONS`.
+        ranges: For int8/uint8, a ``(2, dim)`` array of each dimension's minimum and maximum
+            (sentence-transformers' ``ranges``), e.g. taken once from a calibration sample so
+            that an embedding's buckets do not depend on the texts quantized with it; values
+            outside are clipped to the end buckets. ``None`` takes them from ``embeddings``.
 
     Raises:
-        ValueError: for an unknown precision, or int8/uint8 ranges asked of a single embedding.
+        ValueError: for an unknown precision, ``ranges`` of the wrong shape, or int8/uint8
+            ranges asked of a single embedding.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {PRECISIONS}.")
@@ -49,6 +64,14 @@ def quantize(embeddings: npt.NDArray[np.float32], precision: Precision) -> npt.N
     if precision in ("binary", "ubinary"):
         packed = np.packbits(embeddings > 0, axis=-1)
         return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+    if ranges is not None:
+        dim = embeddings.shape[-1]
+        if ranges.shape != (2, dim):
+            raise ValueError(
+                f"ranges has shape {ranges.shape}; {precision} of {dim}-dim embeddings needs "
+                f"(2, {dim}): each dimension's minimum and maximum."
+            )
+        return _buckets(embeddings, ranges[0], ranges[1], precision)
     if embeddings.shape[0] == 0:
         return np.zeros(embeddings.shape, dtype=np.int8 if precision == "int8" else np.uint8)
     if embeddings.shape[0] == 1:
@@ -62,10 +85,19 @@ def quantize(embeddings: npt.NDArray[np.float32], precision: Precision) -> npt.N
             precision,
             embeddings.shape[0],
         )
-    starts = embeddings.min(axis=0)
-    steps = (embeddings.max(axis=0) - starts) / 255
+    return _buckets(embeddings, embeddings.min(axis=0), embeddings.max(axis=0), precision)
+
+
+def _buckets(
+    embeddings: npt.NDArray[np.float32],
+    lows: npt.NDArray[np.float32],
+    highs: npt.NDArray[np.float32],
+    precision: Precision,
+) -> npt.NDArray[np.generic]:
+    """Each value's bucket among 256 equal ones per dimension from ``lows`` to ``highs``."""
+    steps = (highs - lows) / 255
     steps = np.where(steps == 0, 1, steps)
-    buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
+    buckets = np.clip(np.floor((embeddings - lows) / steps), 0, 255)
     result: npt.NDArray[np.generic] = (
         buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
     )

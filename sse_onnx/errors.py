@@ -7,7 +7,7 @@ model2vec and sentence-transformers do for bad model folders.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ModelFormatError", "ParityError", "SSEError"]
+__all__ = ["CheckpointError", "CorpusError", "ModelFormatError", "ParityError", "SSEError"]
 
 
 class SSEError(Exception):
@@ -20,6 +20,10 @@ class ModelFormatError(SSEError, ValueError):
 
 class CheckpointError(SSEError, ValueError):
     """A source checkpoint cannot be exported: a file, key, shape or value is wrong."""
+
+
+class CorpusError(SSEError, ValueError):
+    """A corpus cannot be embedded: an input file, column or value is missing or wrong."""
 
 
 class ParityError(SSEError):

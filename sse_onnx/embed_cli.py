@@ -1,0 +1,158 @@
+"""The ``sse-embed`` command: a thin argparse layer over :func:`sse_onnx.corpus.embed_corpus`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sse_onnx.embeddings import PRECISIONS
+from sse_onnx.encoder import BLOCK_TEXTS
+from sse_onnx.errors import SSEError
+
+__all__ = ["main"]
+
+EXAMPLES = """\
+examples:
+  sse-embed corpus.jsonl --output corpus.parquet
+      embed the "text" of each line with the bundled model on a local Ray using every core;
+      ids from the "id" field
+  sse-embed corpus.jsonl --text-field title --text-field text --id-field _id --output out.parquet
+      embed "title text" of BEIR-style documents
+  sse-embed docs/*.parquet --model sse-256 --variant fp32 --dim 128 --precision int8 \\
+      --row-ids --output out.parquet
+      128 dims as int8 buckets calibrated on the first 10,000 documents; ids are row numbers
+  sse-embed s3://bucket/corpus/ --format parquet --ray-address auto --output out.parquet
+      on the running Ray cluster; the driver writes the output file
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (flag names match :func:`~sse_onnx.corpus.embed_corpus`'s)."""
+    parser = argparse.ArgumentParser(
+        prog="sse-embed",
+        description="Embed every document of JSONL or Parquet files on Ray Data with "
+        "sse_onnx.Encoder, into one Parquet file of id and embedding, in input order.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="JSONL or Parquet files or folders"
+    )
+    parser.add_argument("--output", required=True, metavar="OUT.parquet", help="file to write")
+    parser.add_argument(
+        "--text-field",
+        dest="text_fields",
+        action="append",
+        metavar="NAME",
+        help="column holding the text; repeat to join several with a space (default: text)",
+    )
+    ids = parser.add_mutually_exclusive_group()
+    ids.add_argument("--id-field", default="id", metavar="NAME", help="column of ids (default: id)")
+    ids.add_argument(
+        "--row-ids",
+        action="store_true",
+        help="number documents from 0 in input order instead of reading ids",
+    )
+    parser.add_argument(
+        "--model", metavar="DIR", help="folder written by sse-export (default: bundled)"
+    )
+    parser.add_argument("--variant", help="model variant of the folder (default: its default)")
+    parser.add_argument("--dim", type=int, metavar="N", help="keep the first N dimensions")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="float32, int8/uint8 buckets calibrated on the first documents, or packed sign "
+        "bits (default: float32)",
+    )
+    parser.add_argument(
+        "--calibration-docs",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="int8/uint8: documents from the start of the input that set each dimension's "
+        "range (default: 10000)",
+    )
+    parser.add_argument(
+        "--count-tokens",
+        action="store_true",
+        help="count tokens for the summary (tokenizes every text a second time)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="input_format",
+        choices=("jsonl", "parquet"),
+        help="input format (default: from the file suffixes; needed for folders)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="actors, one Encoder each (default: every core, or every CPU of the cluster but one)",
+    )
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPUs Ray gives each actor, and its onnxruntime threads (default: 1)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BLOCK_TEXTS,
+        metavar="N",
+        help=f"documents per actor call, a multiple of {BLOCK_TEXTS} (default: {BLOCK_TEXTS})",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join this Ray cluster (e.g. auto, or ray://host:10001) instead of starting a "
+        "local Ray",
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--verbose", action="store_true", help="show Ray Data's own log lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0 done, 1 bad input or failed job)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from sse_onnx.corpus import embed_corpus
+
+        if not args.verbose:
+            import ray.data  # noqa: F401  (configures its loggers, which are quietened next)
+
+            # Its errors reach this command as exceptions, printed below.
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+        summary = embed_corpus(
+            args.inputs,
+            args.output,
+            text_fields=args.text_fields or ["text"],
+            id_field=None if args.row_ids else args.id_field,
+            model=args.model,
+            variant=args.variant,
+            dim=args.dim,
+            precision=args.precision,
+            calibration_docs=args.calibration_docs,
+            count_tokens=args.count_tokens,
+            input_format=args.input_format,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            batch_size=args.batch_size,
+            ray_address=args.ray_address,
+            progress=args.progress,
+        )
+    except (ImportError, SSEError, ValueError, TypeError) as exc:
+        print(f"sse-embed: error: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""sse_onnx.corpus on a local Ray with 2 workers: the vectors of one ``Encoder().encode`` call,
+in input order with their ids, through a killed worker; errors; the sse-embed command.
+
+One Ray instance serves the module (starting Ray takes seconds). Every expected vector comes
+from a single-process ``Encoder`` on the same texts; int8 buckets and binary bits are restated
+here with numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from tokenizers import Tokenizer
+
+from conftest import EVAL_DATA
+
+ray = pytest.importorskip("ray", reason="needs the scale extra: pip install -e '.[scale]'")
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+from sse_onnx import CorpusError, Encoder  # noqa: E402
+from sse_onnx import corpus as corpus_module  # noqa: E402
+from sse_onnx.corpus import METADATA_KEY, CorpusEmbedder, embed_corpus  # noqa: E402
+from sse_onnx.embed_cli import main  # noqa: E402
+from sse_onnx.embeddings import quantize  # noqa: E402
+from sse_onnx.encoder import DEFAULT_MODEL  # noqa: E402
+
+SCIFACT = EVAL_DATA / "retrieval" / "scifact" / "corpus.jsonl"
+WORDS = [
+    "static", "embeddings", "are", "fast", "the", "cat", "sat", "on", "a", "mat", "3.14",
+    "x=f(y)", "café", "naïve", "東京", "👩\u200d💻", "https://example.org", "corpus", "",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """Two 1-CPU workers, the CPU embed_corpus leaves for re-batching, and one to spare.
+
+    A failed job's actors stay alive until Python collects them, so the test of a failing job
+    comes last.
+    """
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[dict[str, str]]:
+    """2,300 documents of 0 to 400 words (seeded), so batches pad to very different widths."""
+    rng = np.random.default_rng(7)
+    return [
+        {"doc": f"d{i:05d}", "text": " ".join(rng.choice(WORDS, size=rng.integers(0, 400)))}
+        for i in range(2300)
+    ]
+
+
+@pytest.fixture(scope="module")
+def jsonl(tmp_path_factory: pytest.TempPathFactory, documents: list[dict[str, str]]) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in documents), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(documents: list[dict[str, str]]) -> npt.NDArray[np.float32]:
+    """One single-process encode call on every text."""
+    embeddings: npt.NDArray[np.float32] = Encoder().encode([d["text"] for d in documents])
+    return embeddings
+
+
+def read_output(path: Path) -> tuple[list[Any], npt.NDArray[Any], dict[str, Any]]:
+    table = pq.read_table(path)
+    column = table.column("embedding").combine_chunks()
+    vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+    return table.column("id").to_pylist(), vectors, json.loads(table.schema.metadata[METADATA_KEY])
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_the_embedder_takes_its_threads_from_the_actor_cpus() -> None:
+    @ray.remote(num_cpus=2)
+    def threads() -> int:
+        return CorpusEmbedder().threads
+
+    assert ray.get(threads.remote()) == 2
+    assert CorpusEmbedder().threads == 1  # the driver is no Ray worker
+
+
+@pytest.mark.skipif(not SCIFACT.is_file(), reason=f"SciFact not found at {SCIFACT}")
+@pytest.mark.usefixtures("local_ray")
+def test_scifact_on_two_workers_equals_one_encode_call(tmp_path: Path) -> None:
+    docs = [json.loads(line) for line in SCIFACT.read_text(encoding="utf-8").splitlines()]
+    texts = [f"{d['title']} {d['text']}" for d in docs]
+    out = tmp_path / "scifact.parquet"
+
+    summary = embed_corpus(
+        [SCIFACT], out, text_fields=["title", "text"], id_field="_id", workers=2, progress=False
+    )
+
+    ids, vectors, metadata = read_output(out)
+    assert ids == [d["_id"] for d in docs]  # order kept, no gap, no duplicate
+    assert vectors.dtype == np.float32
+    np.testing.assert_array_equal(vectors, Encoder().encode(texts))
+    assert (summary.docs, summary.workers, summary.tokens) == (len(docs), 2, None)
+    assert metadata["precision"] == "float32" and metadata["dim"] == 256
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_killed_worker_batch_is_run_again_without_gaps_or_duplicates(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    jsonl: Path,
+    documents: list[dict[str, str]],
+    reference: npt.NDArray[np.float32],
+) -> None:
+    marker = tmp_path / "killed"
+
+    class DyingEmbedder(CorpusEmbedder):
+        """Kills its own process in the middle of the batch that starts at document 1024."""
+
+        def __call__(self, batch: Any) -> Any:
+            if batch.column("doc")[0].as_py() == "d01024":
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    pass  # the retry
+                else:
+                    os._exit(1)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(corpus_module, "CorpusEmbedder", DyingEmbedder)
+    out = tmp_path / "out.parquet"
+
+    summary = embed_corpus([jsonl], out, id_field="doc", workers=2, progress=False)
+
+    assert marker.exists(), "no worker died: the test did not test a retry"
+    ids, vectors, _ = read_output(out)
+    assert ids == [d["doc"] for d in documents]
+    np.testing.assert_array_equal(vectors, reference)
+    assert summary.docs == len(documents)
+
+
+def buckets(x: npt.NDArray[np.float32], lows: Any, highs: Any) -> npt.NDArray[np.int8]:
+    """sentence-transformers' int8 buckets with given ranges, clipped to the end buckets."""
+    steps = (highs - lows) / 255
+    steps[steps == 0] = 1
+    return (np.clip(np.floor((x - lows) / steps), 0, 255) - 128).astype(np.int8)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_int8_is_calibrated_once_on_the_first_documents(
+    tmp_path: Path, jsonl: Path, documents: list[dict[str, str]]
+) -> None:
+    out = tmp_path / "int8.parquet"
+    summary = embed_corpus(
+        [jsonl],
+        out,
+        id_field="doc",
+        dim=64,
+        precision="int8",
+        calibration_docs=500,
+        count_tokens=True,
+        workers=2,
+        progress=False,
+    )
+
+    floats = Encoder().encode([d["text"] for d in documents], truncate_dim=64)
+    lows, highs = floats[:500].min(axis=0), floats[:500].max(axis=0)
+    ids, vectors, metadata = read_output(out)
+    assert ids == [d["doc"] for d in documents]
+    assert vectors.dtype == np.int8 and vectors.shape == (len(documents), 64)
+    np.testing.assert_array_equal(vectors, buckets(floats, lows, highs))
+    np.testing.assert_array_equal(np.array(metadata["ranges"], dtype=np.float32), [lows, highs])
+    hf = Tokenizer.from_file(str(DEFAULT_MODEL / "tokenizer.json"))
+    encodings = hf.encode_batch([d["text"] for d in documents], add_special_tokens=False)
+    assert summary.tokens == sum(len(e.ids) for e in encodings)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_parquet_input_with_row_ids_and_binary_precision(
+    tmp_path: Path, documents: list[dict[str, str]]
+) -> None:
+    source = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": [d["text"] for d in documents]}), source)
+    out = tmp_path / "bits.parquet"
+
+    embed_corpus([source], out, id_field=None, precision="ubinary", workers=2, progress=False)
+
+    ids, vectors, _ = read_output(out)
+    floats = Encoder().encode([d["text"] for d in documents])
+    assert ids == list(range(len(documents)))
+    np.testing.assert_array_equal(vectors, np.packbits(floats > 0, axis=1))
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_cli_writes_the_file_and_prints_a_summary(
+    tmp_path: Path, jsonl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli.parquet"
+    argv = [str(jsonl), "--output", str(out), "--id-field", "doc", "--dim", "32"]
+    assert main([*argv, "--workers", "2", "--count-tokens", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "embedded 2,300 docs (" in printed and " tokens) in " in printed
+    assert "docs/s" in printed and "2 workers" in printed
+    assert pq.read_table(out).num_rows == 2300
+
+
+def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None:
+    with pytest.raises(ValueError, match="needs ranges"):
+        CorpusEmbedder(precision="int8")
+    with pytest.raises(ValueError, match=r"ranges has shape \(2, 3\); .* needs \(2, 4\)"):
+        quantize(np.zeros((2, 4), np.float32), "int8", ranges=np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="multiple of 1024"):
+        embed_corpus([jsonl], tmp_path / "x.parquet", batch_size=1000)
+    with pytest.raises(ValueError, match="between 1 and the model's 256"):
+        embed_corpus([jsonl], tmp_path / "x.parquet", dim=300)
+    with pytest.raises(CorpusError, match="column 'body' holds int64, not strings"):
+        CorpusEmbedder(text_fields=["body"])(pa.table({"id": [1], "body": [3]}))
+    with pytest.raises(CorpusError, match=r"no column 'body' \(it has \['id', 'text'\]\)"):
+        CorpusEmbedder(text_fields=["body"])(pa.table({"id": [1], "text": ["a"]}))
+    with pytest.raises(CorpusError, match="has 1 null ids"):
+        CorpusEmbedder()(pa.table({"id": [1, None], "text": ["a", "b"]}))
+
+
+def test_import_sse_onnx_does_not_import_ray_or_pyarrow() -> None:
+    code = "import sys, sse_onnx; print(sorted({'ray', 'pyarrow'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_null_text_stops_the_job_naming_the_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "bad.jsonl"
+    lines = [{"id": "a", "text": "fine"}, {"id": "b", "text": None}, {"id": "c", "text": "x"}]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    out = tmp_path / "bad.parquet"
+
+    # Through the command: the actor's CorpusError reaches the driver as text and is raised
+    # again as itself, which main() reports.
+    assert main([str(source), "--output", str(out), "--workers", "2", "--no-progress"]) == 1
+    assert "sse-embed: error: document id='b' has no 'text' (null)" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "bad.parquet.partial").exists()
