@@ -65,6 +65,9 @@ class Recipe:
     learning_rate: float = 6e-3
     contrastive_weight: float = 1.0
     distill_weight: float = 1.0
+    #: Loss weight of each width of MATRYOSHKA_DIMS; the narrow widths lose the most by
+    #: truncation, so they can be given more.
+    width_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     scale: float = 20.0
 
 
@@ -166,20 +169,25 @@ class Student:
 
 
 def matryoshka_losses(
-    student_a: Any, student_p: Any, target_a: Any, target_p: Any, scale: float
+    student_a: Any,
+    student_p: Any,
+    target_a: Any,
+    target_p: Any,
+    scale: float,
+    weights: Sequence[float],
 ) -> tuple[Any, Any]:
-    """Distillation (1 - cosine to the rotated teacher) and MNRL, averaged over the widths."""
+    """Distillation (1 - cosine to the rotated teacher) and MNRL, weighted over the widths."""
     import torch
     from torch.nn.functional import cross_entropy, normalize
 
     distill, ranking = 0.0, 0.0
     labels = torch.arange(len(student_a))
-    for k in MATRYOSHKA_DIMS:
+    for k, weight in zip(MATRYOSHKA_DIMS, weights, strict=True):
         sa, sp = normalize(student_a[:, :k], dim=-1), normalize(student_p[:, :k], dim=-1)
         ta, tp = normalize(target_a[:, :k], dim=-1), normalize(target_p[:, :k], dim=-1)
-        distill = distill + (2 - (sa * ta).sum(-1).mean() - (sp * tp).sum(-1).mean()) / 2
-        ranking = ranking + cross_entropy(scale * sa @ sp.T, labels)
-    return distill / len(MATRYOSHKA_DIMS), ranking / len(MATRYOSHKA_DIMS)
+        distill = distill + weight * (2 - (sa * ta).sum(-1).mean() - (sp * tp).sum(-1).mean()) / 2
+        ranking = ranking + weight * cross_entropy(scale * sa @ sp.T, labels)
+    return distill / sum(weights), ranking / sum(weights)
 
 
 def held_out_score(
@@ -235,7 +243,12 @@ def train(
             sa = student([split.ids[a] for a in batch[:, 0]])
             sp = student([split.ids[p] for p in batch[:, 1]])
             distill, ranking = matryoshka_losses(
-                sa, sp, targets[batch[:, 0]], targets[batch[:, 1]], recipe.scale
+                sa,
+                sp,
+                targets[batch[:, 0]],
+                targets[batch[:, 1]],
+                recipe.scale,
+                recipe.width_weights,
             )
             loss = recipe.distill_weight * distill + recipe.contrastive_weight * ranking
             optimizer.zero_grad()
@@ -293,6 +306,13 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         default=defaults.distill_weight,
         help="weight of the distillation loss; 0 trains with the ranking loss only",
     )
+    parser.add_argument(
+        "--width-weights",
+        type=float,
+        nargs=len(MATRYOSHKA_DIMS),
+        default=list(defaults.width_weights),
+        help=f"loss weight of each Matryoshka width {MATRYOSHKA_DIMS}",
+    )
     args = parser.parse_args(argv)
     recipe = Recipe(
         seed=args.seed,
@@ -302,6 +322,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         learning_rate=args.learning_rate,
         contrastive_weight=args.contrastive_weight,
         distill_weight=args.distill_weight,
+        width_weights=tuple(args.width_weights),
     )
     return args.output, args.data, args.cache, recipe
 
@@ -352,7 +373,7 @@ def build_config(
             "command": "python models/train_default.py --output models/default"
             + "".join(
                 f" --{key.replace('_', '-')} "
-                + (" ".join(value) if isinstance(value, tuple) else str(value))
+                + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))
                 for key, value in asdict(recipe).items()
                 if key != "limits" and value != asdict(Recipe())[key]
             ),
