@@ -92,6 +92,9 @@ def _lookup_int4(table: Array) -> _Lookup:
         helper.make_node("Unsqueeze", ["low", "axis_3"], ["low_4d"]),
         # Even columns sit in the high nibble: interleave (high, low) along a new last axis.
         helper.make_node("Concat", ["high_4d", "low_4d"], ["pairs"], axis=3),
+        # [batch, length, 2 * packed columns], spelled out so that a length of 0 reshapes too.
+        helper.make_node("Shape", [fmt.INPUT_IDS], ["ids_shape"]),
+        helper.make_node("Concat", ["ids_shape", "nibble_columns"], ["rows_shape"], axis=0),
         helper.make_node("Reshape", ["pairs", "rows_shape"], ["nibbles_padded"]),
         helper.make_node("Slice", ["nibbles_padded", "zero", "dim", "axis_2"], ["nibbles"]),
         helper.make_node("Cast", ["nibbles"], ["rows"], to=TensorProto.FLOAT),
@@ -104,7 +107,7 @@ def _lookup_int4(table: Array) -> _Lookup:
         numpy_helper.from_array(scale, "row_scales"),
         _const(4, "four", np.uint8),
         _const([3], "axis_3"),
-        _const([0, 0, -1], "rows_shape"),
+        _const([2 * packed.shape[1]], "nibble_columns"),
         _const([0], "zero"),
         _const([dim], "dim"),
         _const(1 / 7.5, "inv_zero_point", np.float32),

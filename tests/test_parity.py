@@ -138,3 +138,24 @@ def test_variants_follow_their_stored_table(
     exact = l2(numpy_sse(sliced, bert_checkpoint / "tokenizer.json", short))
     nonempty = np.linalg.norm(exact, axis=1) > 0
     assert (got * exact).sum(axis=1)[nonempty].min() >= min_cosine
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "int8", "int4", "int4_block"])
+def test_graphs_take_zero_length_ids(
+    variant: str,
+    bert_checkpoint: Path,
+    bert_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    """A [batch, 0] call, as an app may send for an empty text, is the empty bag."""
+    import onnxruntime as ort
+
+    from sse_onnx import format as fmt
+
+    folder = exported(bert_checkpoint, 64, ("fp32", "fp16", "int8", "int4", "int4_block"))
+    model = folder / fmt.read_manifest(folder).variants[variant].file
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    ids = np.zeros((2, 0), dtype=np.int64)
+    (got,) = session.run([fmt.SENTENCE_EMBEDDING], {fmt.INPUT_IDS: ids, fmt.ATTENTION_MASK: ids})
+    beta, bias = bert_tensors["dyt.beta"][:64], bert_tensors["dyt.bias"][:64]
+    np.testing.assert_allclose(got, np.tile(beta * np.tanh(bias), (2, 1)), rtol=0, atol=1e-6)
