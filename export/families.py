@@ -239,12 +239,9 @@ def is_matryoshka(folder: Path) -> bool:
 def _modules(folder: Path) -> list[dict[str, Any]]:
     """The entries of ``modules.json`` (none if the file is absent)."""
     path = folder / MODULES_FILE
-    if not path.is_file():
+    modules = _read_json(path)
+    if modules is None:
         return []
-    try:
-        modules = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); fetch it again.") from exc
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise CheckpointError(f"{path} is not a list of modules; fetch it again.")
     return modules
@@ -257,15 +254,22 @@ def _module_kind(module: dict[str, Any]) -> str:
 
 def _json_object(path: Path) -> dict[str, Any]:
     """A JSON object file, or ``{}`` if the file is absent."""
-    if not path.is_file():
+    data = _read_json(path)
+    if data is None:
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); fetch it again.") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a JSON object; fetch it again.")
     return data
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed content of a JSON file, or ``None`` if the file is absent."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); fetch it again.") from exc
 
 
 def _model2vec_unk_id(tokenizer: Tokenizer) -> int | None:
