@@ -10,6 +10,8 @@ split.
   Translation-en); each package's DFSG-free licence. Packages of the archive sections in
   :data:`DOMAIN_SECTIONS` come out as the source ``debian-science`` instead: a whole field
   that training never sees, held out for model selection.
+- ``debian-full`` (opt-in): synopsis -> the whole description, for descriptions of two or more
+  paragraphs; same licences as ``debian``.
 - ``wordnet``: lemma(s) -> definition, and definition -> example sentence (Debian's
   ``wordnet-base``); WordNet 3.0 licence (BSD-style, Princeton University).
 - ``scifact``: article title -> abstract, train claim -> cited abstract; CC BY-NC 2.0.
@@ -30,7 +32,7 @@ import random
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +42,15 @@ logger = logging.getLogger("corpus")
 
 APT_LISTS = Path("/var/lib/apt/lists")
 SOURCES = ("debian", "wordnet", "scifact", "stsb")
+#: Sources the recipe can add (``--sources ... debian-full``) but leaves out by default.
+EXTRA = ("debian-full",)
 #: Debian archive sections held out whole (science, mathematics, electronics, radio): their
 #: pairs measure how well the model transfers to technical text of a field it was not trained on.
 DOMAIN_SECTIONS = ("science", "math", "electronics", "hamradio")
 DOMAIN_SOURCE = "debian-science"
 LICENCES = {
     "debian": "Debian main package descriptions: each package's DFSG-free licence",
+    "debian-full": "Debian main package descriptions: each package's DFSG-free licence",
     "wordnet": "WordNet 3.0 licence (BSD-style), Princeton University",
     "scifact": "CC BY-NC 2.0 (SciFact train claims and corpus)",
     "stsb": "CC BY-SA 4.0 (STS Benchmark train split)",
@@ -128,6 +133,23 @@ def debian_pairs() -> Iterator[Pair]:
         yield Pair(DOMAIN_SOURCE if domain else "debian", synopsis, paragraph)
 
 
+def _long_descriptions() -> Iterator[tuple[str, str]]:
+    """``(synopsis, synopsis. all paragraphs)`` of each distinct description of two or more
+    paragraphs outside the held-out sections."""
+    seen: set[str] = set()
+    for domain, synopsis, paragraphs in _debian_descriptions():
+        text = f"{synopsis}. {' '.join(paragraphs)}"
+        if not domain and len(paragraphs) >= 2 and text not in seen:
+            seen.add(text)
+            yield synopsis, text
+
+
+def debian_full_pairs() -> Iterator[Pair]:
+    """Synopsis -> the whole description, for descriptions of two or more paragraphs."""
+    for synopsis, text in _long_descriptions():
+        yield Pair("debian-full", synopsis, text)
+
+
 def context_texts(data: Path, sources: Sequence[str]) -> list[str]:
     """The long texts of ``sources`` that stage 1 reads token vectors from, in context.
 
@@ -138,9 +160,7 @@ def context_texts(data: Path, sources: Sequence[str]) -> list[str]:
     """
     texts: dict[str, None] = {}
     if "debian" in sources:
-        for domain, synopsis, paragraphs in _debian_descriptions():
-            if not domain and len(paragraphs) >= 2:
-                texts.setdefault(f"{synopsis}. {' '.join(paragraphs)}")
+        texts.update((text, None) for _, text in _long_descriptions())
     path = data / "retrieval" / "scifact_train" / "corpus.jsonl"
     if "scifact" in sources and path.is_file():
         for line in path.open(encoding="utf-8"):
@@ -209,8 +229,9 @@ def load_pairs(
     data: Path, debs: Path, sources: Sequence[str], limits: dict[str, int], seed: int
 ) -> list[Pair]:
     """The pairs of ``sources``, each shuffled with ``seed`` and cut to its limit (0 = none)."""
-    generators = {
+    generators: dict[str, Callable[[], Iterable[Pair]]] = {
         "debian": debian_pairs,
+        "debian-full": debian_full_pairs,
         "wordnet": lambda: wordnet_pairs(debs),
         "scifact": lambda: scifact_pairs(data),
         "stsb": lambda: stsb_pairs(data),

@@ -42,6 +42,7 @@ import numpy.typing as npt
 import build_default
 import corpus
 import teacher
+from sse_onnx.format import sha256_file
 
 logger = logging.getLogger("train_default")
 
@@ -214,7 +215,8 @@ class Student:
 
     def numpy_embed(self, batch: Sequence[Sequence[int]]) -> FloatArray:
         with self.torch.no_grad():
-            return self(batch).double().numpy()
+            embedded: FloatArray = self(batch).double().numpy()
+        return embedded
 
     def tensors(self) -> dict[str, FloatArray]:
         return {
@@ -237,7 +239,8 @@ def matryoshka_losses(
     import torch
     from torch.nn.functional import cross_entropy, normalize
 
-    distill, ranking = 0.0, 0.0
+    distill: Any = 0.0
+    ranking: Any = 0.0
     labels = torch.arange(len(student_a))
     for k, weight in zip(MATRYOSHKA_DIMS, weights, strict=True):
         sa, sp = normalize(student_a[:, :k], dim=-1), normalize(student_p[:, :k], dim=-1)
@@ -361,7 +364,10 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         help="folder for downloads, teacher targets and token vectors (reused across runs)",
     )
     parser.add_argument(
-        "--sources", nargs="+", choices=corpus.SOURCES, default=list(defaults.sources)
+        "--sources",
+        nargs="+",
+        choices=corpus.SOURCES + corpus.EXTRA,
+        default=list(defaults.sources),
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -415,8 +421,11 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
     limits = dict(defaults.limits)
     for item in args.limit:
         name, _, count = item.partition("=")
-        if name not in limits or not count.isdigit():
-            parser.error(f"--limit takes SOURCE=PAIRS with SOURCE in {sorted(limits)}: {item!r}")
+        if name not in corpus.SOURCES + corpus.EXTRA or not count.isdigit():
+            parser.error(
+                f"--limit takes SOURCE=PAIRS with SOURCE in {corpus.SOURCES + corpus.EXTRA}: "
+                f"{item!r}"
+            )
         limits[name] = int(count)
     recipe = Recipe(
         seed=args.seed,
@@ -453,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_default.write_checkpoint(
         output, student.tensors(), teacher.teacher_dir() / "tokenizer.json", config
     )
-    digest = build_default.sha256_file(output / "model.safetensors")
+    digest = sha256_file(output / "model.safetensors")
     print(f"wrote {output} in {config['build_seconds']:.0f} s; model.safetensors {digest}")
     return 0
 
@@ -464,7 +473,7 @@ def recipe_command(recipe: Recipe) -> str:
     options = []
     for key, value in asdict(recipe).items():
         if key == "limits":
-            changed = [f"{name}={n}" for name, n in value.items() if n != defaults[key][name]]
+            changed = [f"{name}={n}" for name, n in value.items() if n != defaults[key].get(name)]
             options += [f" --limit {' '.join(changed)}"] if changed else []
         elif isinstance(value, bool):
             options += [] if value == defaults[key] else [f" --no-{key.replace('_', '-')}"]
@@ -521,7 +530,7 @@ def build_config(
             "license": build_default.TEACHER_LICENSE,
             "package": f"{teacher.TEACHER_PACKAGE}=="
             + build_default._package_version(teacher.TEACHER_PACKAGE),
-            "model_sha256": build_default.sha256_file(teacher.teacher_dir() / "model.safetensors"),
+            "model_sha256": sha256_file(teacher.teacher_dir() / "model.safetensors"),
         },
         "tokenizer": "bert-base-uncased WordPiece (the teacher's tokenizer.json, unchanged)",
         "build_seconds": round(seconds, 1),

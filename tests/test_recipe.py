@@ -46,8 +46,8 @@ def test_context_blend_without_enough_context_text_names_the_fix() -> None:
 def test_the_recorded_command_rebuilds_the_same_recipe() -> None:
     recipe = train_default.Recipe(
         seed=3,
-        sources=("debian", "stsb"),
-        limits={**train_default.Recipe().limits, "wordnet": 0},
+        sources=("debian", "stsb", "debian-full"),
+        limits={**train_default.Recipe().limits, "wordnet": 0, "debian-full": 1000},
         context=False,
         context_shrink=5.0,
         width_weights=(1.0, 1.0, 1.5, 2.0, 1.5),
