@@ -171,7 +171,7 @@ def measure(
 ) -> dict[str, Any]:
     """Mismatch count, embedding cosines and character causes over ``texts``."""
     exact = encoder.encode(list(texts))
-    mismatching, cosines, added_tokens = 0, [], 0
+    mismatching, cosines = 0, []
     causes: Counter[str] = Counter()
     examples: dict[str, list[dict[str, Any]]] = {}
     cache: dict[str, bool] = {}
@@ -187,7 +187,6 @@ def measure(
         labels = [char_label(c) for c in chars]
         if special & set(expected):
             labels.append("a special-token string ([CLS], [SEP], ...) in the text")
-            added_tokens += 1
         if not labels:
             labels = ["(no single character: context)"]
         for label in labels:

@@ -13,7 +13,7 @@ Each variant is checked twice:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +66,6 @@ class VariantReport:
         """Whether both parity diffs are within tolerance."""
         short, long = self.tolerance
         return self.max_abs_diff <= short and self.max_abs_diff_long <= long
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict, with ``passed``."""
-        return {**asdict(self), "passed": self.passed}
 
 
 def validate_export(
