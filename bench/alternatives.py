@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -192,9 +193,10 @@ def measure(
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_named("scifact", Path(args.data) if args.data else default_data_dir())
+    root = Path(args.data) if args.data else default_data_dir()
+    data = load_named("scifact", root)
     if not isinstance(data, RetrievalData):
-        raise SystemExit("SciFact was not found; pass --data or set $SSE_DATA.")
+        raise SystemExit(f"SciFact was not found under {root}; pass --data or set $SSE_DATA.")
     with tempfile.TemporaryDirectory(prefix="sse-alternatives-") as tmp:
         export(args.model, output=tmp, dim=256, variants=["int8"], report=False)
         model_path = str(Path(tmp) / fmt.VARIANT_FILES["int8"])
@@ -217,8 +219,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             output = fmt.SENTENCE_EMBEDDING if name.endswith("(now)") else "out"
             if name.startswith("flat"):
 
-                def run(rows: Any, s: Any = sess) -> Any:
-                    return s.run(["out"], corpus.segments(rows))[0]
+                def run(rows: Any, s: Any = sess, o: str = "out") -> Any:
+                    return s.run([o], corpus.segments(rows))[0]
 
                 one = {
                     "ids": query[0],
@@ -237,7 +239,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     run,
                     corpus,
                     budget,
-                    lambda s=sess, f=one, o=single_output: s.run([o], f),
+                    functools.partial(sess.run, [single_output], one),
                     args.repeats,
                 )
                 if reference is None:
@@ -271,7 +273,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 run_now,
                 corpus,
                 4096,
-                lambda s=sess: s.run([fmt.SENTENCE_EMBEDDING], query_feeds),
+                functools.partial(sess.run, [fmt.SENTENCE_EMBEDDING], query_feeds),
                 args.repeats,
             )
             logger.info("%s: %.0f docs/s, %.1f us", name, docs_s, single_us)

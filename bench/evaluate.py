@@ -176,7 +176,7 @@ def teacher_embedder() -> Embed:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
     import teacher
 
-    return teacher.encode  # type: ignore[no-any-return]
+    return teacher.encode
 
 
 def bm25_ndcg(data: RetrievalData, k1: float = 0.9, b: float = 0.4) -> float:

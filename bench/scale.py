@@ -26,13 +26,14 @@ and the tables of ``bench/scale.md`` between its markers.
 
 Example::
 
-    nice python bench/scale.py --out bench/results   # about 5 minutes on 2 cores
+    nice python bench/scale.py --out bench/results   # about 6 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -53,6 +54,7 @@ import ray
 
 from sse_onnx import Encoder, corpus
 from sse_onnx.corpus import CorpusEmbedder, embed_corpus
+from sse_onnx.embeddings import Precision
 from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL
 from sse_onnx.tokenizer import TextTokenizer
 
@@ -61,7 +63,13 @@ SCALE_MD = HERE / "scale.md"
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 CORPORA = ("scifact", "vaswani", "cranfield")
 #: Output layouts whose file size is measured: (dim, precision).
-LAYOUTS = ((256, "float32"), (64, "float32"), (256, "int8"), (256, "binary"), (64, "binary"))
+LAYOUTS: tuple[tuple[int, Precision], ...] = (
+    (256, "float32"),
+    (64, "float32"),
+    (256, "int8"),
+    (256, "binary"),
+    (64, "binary"),
+)
 
 
 def load_texts(data: Path, count: int) -> list[str]:
@@ -111,11 +119,11 @@ def batch_times() -> Iterator[list[tuple[float, int]]]:
 
         yield advance
 
-    corpus._progress = recording  # type: ignore[assignment]
+    corpus._progress = recording
     try:
         yield marks
     finally:
-        corpus._progress = original  # type: ignore[assignment]
+        corpus._progress = original
 
 
 def on_ray(
@@ -169,7 +177,8 @@ def writer_docs_per_s(work: Path, repeats: int) -> float:
 
 def read_vectors(path: Path) -> np.ndarray:
     column = pq.read_table(path).column("embedding").combine_chunks()
-    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    vectors: np.ndarray = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    return vectors
 
 
 def status_kb(pid: str | int, key: str) -> int:
@@ -266,7 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         source = work / "docs.jsonl"
         write_jsonl(source, texts)
         started = time.perf_counter()
-        ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
+        ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.ERROR)
         results["ray_init_seconds"] = time.perf_counter() - started
         try:
             results["ray"] = []

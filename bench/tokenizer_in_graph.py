@@ -205,9 +205,10 @@ def measure(
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_named("scifact", Path(args.data) if args.data else default_data_dir())
+    root = Path(args.data) if args.data else default_data_dir()
+    data = load_named("scifact", root)
     if not isinstance(data, RetrievalData):
-        raise SystemExit("SciFact was not found; pass --data or set $SSE_DATA.")
+        raise SystemExit(f"SciFact was not found under {root}; pass --data or set $SSE_DATA.")
     folder = Path(args.model) if args.model else DEFAULT_MODEL
     manifest = fmt.read_manifest(folder)
     encoder = Encoder(folder, variant=manifest.default_variant, threads=1)
@@ -280,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the .json and .md results")
     parser.add_argument("--model", help="exported folder (default: the bundled default model)")
-    parser.add_argument("--data", help="evaluation data root (default: $SSE_DATA or ../shared)")
+    parser.add_argument(
+        "--data", help="evaluation data root (default: $SSE_DATA or ../shared/data)"
+    )
     args = parser.parse_args(argv)
     results = run_all(args)
     out = Path(args.out)

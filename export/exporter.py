@@ -128,6 +128,7 @@ def export(
                 eval_data=eval_data,
             )
             return _bundle(result, output)
+    data_dir = _data_dir(eval_data) if report else None
     checkpoint = load_checkpoint(model)
     dim = _checked_dim(dim, checkpoint.dim)
     if dim < checkpoint.dim and not is_matryoshka(checkpoint.folder):
@@ -139,8 +140,7 @@ def export(
             checkpoint.dim,
             checkpoint.name,
         )
-    folder = Path(output) if output is not None else Path(f"{checkpoint.name}-onnx")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _output_folder(output, f"{checkpoint.name}-onnx")
     manifest, stored = _write_folder(folder, checkpoint, dim, variants)
     reports = validate_export(folder, checkpoint, stored) if validate else []
     failed = [r.variant for r in reports if not r.passed]
@@ -151,7 +151,7 @@ def export(
             f"tolerance:\n{format_reports(reports)}\n{folder / fmt.MANIFEST_FILE} was removed so "
             "the failed export cannot be loaded; please report this with the table above."
         )
-    quality = quality_report(folder, checkpoint, variants, _data_dir(eval_data)) if report else []
+    quality = quality_report(folder, checkpoint, variants, data_dir) if report else []
     if quality:
         write_report(folder, quality)
     chosen = default_variant or _smallest_within_bounds(quality) or variants[0]
@@ -216,7 +216,7 @@ def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx
 
 def _bundle(result: ExportResult, output: str | os.PathLike[str] | None) -> ExportResult:
     """Convert an ONNX export into a mobile bundle at ``output``, with its quality report."""
-    bundle = Path(output) if output is not None else Path(f"{result.manifest.model_name}-mobile")
+    bundle = _output_folder(output, f"{result.manifest.model_name}-mobile")
     manifest = write_bundle(result.folder, bundle)
     for name in (REPORT_JSON, REPORT_MD):
         if (result.folder / name).is_file():
@@ -229,9 +229,26 @@ def _smallest_within_bounds(quality: Sequence[QualityRow]) -> str | None:
     return min(fits, key=lambda row: row.bytes).variant if fits else None
 
 
+def _output_folder(output: str | os.PathLike[str] | None, default: str) -> Path:
+    """The folder to write, created if needed (``default`` when ``output`` is ``None``)."""
+    folder = Path(output) if output is not None else Path(default)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output {folder} is a file; pass a folder to write the export into.")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _data_dir(eval_data: str | os.PathLike[str] | None) -> Path | None:
-    folder = Path(eval_data) if eval_data is not None else default_data_dir()
-    return folder if folder.is_dir() else None
+    """The evaluation data root: ``eval_data`` (which must exist), else the default if present."""
+    if eval_data is None:
+        folder = default_data_dir()
+        return folder if folder.is_dir() else None
+    if not Path(eval_data).is_dir():
+        raise ValueError(
+            f"eval_data {eval_data} is not a folder; pass the evaluation data root (the folder "
+            "holding the retrieval and STS sets) or leave it unset."
+        )
+    return Path(eval_data)
 
 
 def _write_tokenizer(source: Path, target: Path) -> None:

@@ -380,6 +380,10 @@ def embed_corpus(
         )
     if precision in _QUANTIZED and calibration_docs < 2:
         raise ValueError(f"calibration_docs={calibration_docs} must be at least 2 for {precision}.")
+    target = Path(output)
+    if target.is_dir() or not target.parent.is_dir():
+        where = "is a folder" if target.is_dir() else f"is in {target.parent}, which does not exist"
+        raise CorpusError(f"output {target} {where}; pass a .parquet file in an existing folder.")
     # Load the model here first: a bad folder fails before Ray starts, and the output's
     # metadata needs its name and width.
     path = None if model is None else str(Path(model).resolve())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: The exported default model shipped inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+#: A lone UTF-16 surrogate: a str Python accepts but no tokenizer can encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats,
 #: which should stay within the CPU cache (2^12 measured fastest, bench/README.md).
@@ -82,6 +85,12 @@ class Encoder:
         model_path = _checked_file(folder, manifest.variants[chosen])
         tokenizer_path = _checked_file(folder, manifest.tokenizer)
         self._session = _open_session(model_path, threads, manifest.pooling.graph_outputs)
+        width = self._session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != manifest.dim:
+            raise ModelFormatError(
+                f"{folder / fmt.MANIFEST_FILE} records dim={manifest.dim} but {model_path.name} "
+                f"gives {width}-dimensional embeddings; the folder mixes two exports, re-export it."
+            )
         self._tokenizer = TextTokenizer(tokenizer_path)
         if self._tokenizer.vocab_size != manifest.vocab_size:
             raise ModelFormatError(
@@ -182,7 +191,11 @@ class Encoder:
         if single and show_progress_bar is not True:
             # The latency path for one query: no blocks, no sorting, no padding.
             cut = items[0][: self._pooling.max_chars]  # the family's truncation, if any
-            ids = self._tokenizer.encode_one(cut)[: self._pooling.max_tokens]
+            try:
+                ids = self._tokenizer.encode_one(cut)[: self._pooling.max_tokens]
+            except TypeError as exc:
+                _raise_if_not_unicode(items, 0, exc)
+                raise
             row = self._run_one(ids) if len(ids) <= CHUNK_TOKENS else self._embed_long(ids)[None]
             row = (normalize(row) if self._pooling.normalize else row)[:, :dim]
             one: npt.NDArray[Any] = quantize(
@@ -195,7 +208,11 @@ class Encoder:
                 block = items[start : start + BLOCK_TEXTS]
                 if self._pooling.max_chars is not None:
                     block = [text[: self._pooling.max_chars] for text in block]
-                flat, lengths = self._tokenizer.encode_flat(block)
+                try:
+                    flat, lengths = self._tokenizer.encode_flat(block)
+                except TypeError as exc:
+                    _raise_if_not_unicode(block, start, exc)
+                    raise
                 out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
                 advance(len(block))
         embeddings = (normalize(out) if self._pooling.normalize else out)[:, :dim]
@@ -302,7 +319,7 @@ class Encoder:
 
 
 def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
-    """The path of a manifest entry, checked to exist with the recorded size."""
+    """The path of a manifest entry, checked to exist with the recorded size and sha256."""
     path = folder / entry.file
     if not path.is_file():
         raise ModelFormatError(f"{path} is missing; the model folder is incomplete, re-export it.")
@@ -311,6 +328,11 @@ def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
         raise ModelFormatError(
             f"{path} has {size} bytes but the manifest records {entry.bytes}: the file is "
             "truncated or was replaced; re-export the model."
+        )
+    if fmt.sha256_file(path) != entry.sha256:
+        raise ModelFormatError(
+            f"{path} does not match the sha256 recorded in {fmt.MANIFEST_FILE}: the file is "
+            "damaged or was replaced; re-export the model."
         )
     return path
 
@@ -350,6 +372,8 @@ def _open_session(
 
 
 def _checked_texts(texts: object) -> list[str]:
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("texts is bytes; decode it first, e.g. texts.decode('utf-8').")
     if not isinstance(texts, Sequence):
         raise TypeError(
             f"texts must be a string or a sequence of strings, not {type(texts).__name__}."
@@ -361,6 +385,19 @@ def _checked_texts(texts: object) -> list[str]:
                 "pass strings only (use '' for an empty text)."
             )
     return list(texts)
+
+
+def _raise_if_not_unicode(texts: Sequence[str], start: int, exc: TypeError) -> None:
+    """Name the text behind the tokenizer's TypeError when it holds a lone surrogate."""
+    for index, text in enumerate(texts, start):
+        found = _SURROGATE.search(text)
+        if found:
+            raise ValueError(
+                f"texts[{index}] is not valid Unicode: it holds the lone surrogate "
+                f"U+{ord(found.group()):04X} at character {found.start()}. Decode the source "
+                "with errors='replace', or clean the text with "
+                "text.encode('utf-8', 'replace').decode('utf-8')."
+            ) from exc
 
 
 def _check_positive_int(name: str, value: object) -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -212,6 +213,9 @@ class Pooling:
         return pooling
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_count(value: object) -> bool:
     """A non-negative int, not a bool."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -289,6 +293,26 @@ class Manifest:
             raise ModelFormatError(
                 f"{where} is incomplete or malformed ({exc}); re-export the model with sse-export."
             ) from exc
+        counts = {
+            "dim": manifest.dim,
+            "source_dim": manifest.source_dim,
+            "vocab_size": manifest.vocab_size,
+            "pad_token_id": manifest.pad_token_id,
+        }
+        entries = [manifest.tokenizer, *manifest.variants.values()]
+        counts |= {f"bytes of {entry.file}": entry.bytes for entry in entries}
+        for name, value in counts.items():
+            if not _is_count(value):
+                raise ModelFormatError(
+                    f"{where}: {name} is {value!r}, not a non-negative integer; the manifest "
+                    "was edited or damaged, re-export the model with sse-export."
+                )
+        for entry in entries:
+            if not (isinstance(entry.sha256, str) and _SHA256.fullmatch(entry.sha256)):
+                raise ModelFormatError(
+                    f"{where}: the sha256 of {entry.file} is {entry.sha256!r}, not 64 hex "
+                    "digits; re-export the model with sse-export."
+                )
         if manifest.default_variant not in manifest.variants:
             raise ModelFormatError(
                 f"{where}: default_variant {manifest.default_variant!r} is not one of the "

@@ -92,6 +92,20 @@ def test_failed_validation_removes_the_manifest(
     assert not (tmp_path / "manifest.json").exists()
 
 
+def test_bad_output_and_eval_data_fail_before_writing(
+    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "a-file"
+    existing.write_text("")
+    assert main(["--model", str(tiny_checkpoint), "--output", str(existing)]) == 1
+    assert f"output {existing} is a file; pass a folder" in capsys.readouterr().err
+    out = tmp_path / "out"
+    argv = ["--model", str(tiny_checkpoint), "--output", str(out), "--eval-data", "nowhere"]
+    assert main(argv) == 1
+    assert "eval_data nowhere is not a folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_bad_variant_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--variants", "int3"])

@@ -222,6 +222,10 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
         embed_corpus([jsonl], tmp_path / "x.parquet", batch_size=1000)
     with pytest.raises(ValueError, match="between 1 and the model's 256"):
         embed_corpus([jsonl], tmp_path / "x.parquet", dim=300)
+    with pytest.raises(CorpusError, match=r"is in .*nowhere, which does not exist"):
+        embed_corpus([jsonl], tmp_path / "nowhere" / "x.parquet")
+    with pytest.raises(CorpusError, match=r"is a folder; pass a \.parquet file"):
+        embed_corpus([jsonl], tmp_path)
     with pytest.raises(CorpusError, match="column 'body' holds int64, not strings"):
         CorpusEmbedder(text_fields=["body"])(pa.table({"id": [1], "body": [3]}))
     with pytest.raises(CorpusError, match=r"no column 'body' \(it has \['id', 'text'\]\)"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -125,6 +126,13 @@ def test_concurrent_calls_equal_sequential_calls(
         (["ok", None], TypeError, r"texts\[1\] is NoneType"),
         (["ok", "fine", 3], TypeError, r"texts\[2\] is int"),
         ([b"bytes"], TypeError, r"texts\[0\] is bytes"),
+        (b"bytes", TypeError, r"texts is bytes; decode it first"),
+        (
+            ["ok", "a\udcffb"],
+            ValueError,
+            r"texts\[1\] is not valid Unicode: .* U\+DCFF at",
+        ),
+        ("\ud800", ValueError, r"texts\[0\] is not valid Unicode: .* U\+D800 at character 0"),
         (42, TypeError, "texts must be a string or a sequence of strings, not int"),
         ((t for t in ["a"]), TypeError, "not generator"),
     ],
@@ -187,21 +195,48 @@ def test_truncated_model(folder: Path, tmp_path: Path) -> None:
         Encoder(broken, variant="fp32")
 
 
-def test_corrupt_model_of_the_recorded_size(folder: Path, tmp_path: Path) -> None:
+def test_damaged_model_of_the_recorded_size(folder: Path, tmp_path: Path) -> None:
+    # Changed table bytes still load and would give other vectors: the checksum catches them.
     broken = copy_of(folder, tmp_path)
     model = broken / VARIANT_FILES["fp32"]
-    model.write_bytes(b"\xff" * model.stat().st_size)
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match=r"model.onnx does not match the sha256 recorded"):
+        Encoder(broken, variant="fp32")
+
+
+def recorded(folder: Path, name: str, content: bytes) -> None:
+    """Write ``content`` as ``name`` and record its size and sha256 in the manifest."""
+    (folder / name).write_bytes(content)
+    data = json.loads((folder / MANIFEST_FILE).read_text())
+    entries = [data["tokenizer"], *data["variants"].values()]
+    entry = next(entry for entry in entries if entry["file"] == name)
+    entry.update(bytes=len(content), sha256=hashlib.sha256(content).hexdigest())
+    (folder / MANIFEST_FILE).write_text(json.dumps(data))
+
+
+def test_unloadable_model_named_in_the_manifest(folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(folder, tmp_path)
+    recorded(broken, VARIANT_FILES["fp32"], b"\xff" * 1000)
     with pytest.raises(ModelFormatError, match=r"model.onnx is not a loadable ONNX model"):
         Encoder(broken, variant="fp32")
 
 
-def test_corrupt_tokenizer(folder: Path, tmp_path: Path) -> None:
+def test_unreadable_tokenizer_named_in_the_manifest(folder: Path, tmp_path: Path) -> None:
     broken = copy_of(folder, tmp_path)
-    tokenizer = broken / "tokenizer.json"
-    size = tokenizer.stat().st_size
-    tokenizer.write_bytes(b"{" + b" " * (size - 1))
+    recorded(broken, "tokenizer.json", b"{" + b" " * 99)
     with pytest.raises(ModelFormatError, match=r"tokenizer\.json is not a readable"):
         Encoder(broken)
+
+
+def test_manifest_dim_checked_against_the_graph(folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(folder, tmp_path)
+    data = json.loads((broken / MANIFEST_FILE).read_text())
+    data["dim"] = 8
+    (broken / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(ModelFormatError, match=r"records dim=8 but model.onnx gives 16-dim"):
+        Encoder(broken, variant="fp32")
 
 
 @pytest.mark.parametrize(
@@ -211,6 +246,10 @@ def test_corrupt_tokenizer(folder: Path, tmp_path: Path) -> None:
         ({"format": "other"}, "is not an sse-onnx manifest"),
         ({"variants": None}, "incomplete or malformed"),
         ({"default_variant": "int8"}, "default_variant 'int8' is not one of"),
+        ({"dim": "16"}, "dim is '16', not a non-negative integer"),
+        ({"vocab_size": -1}, "vocab_size is -1, not a non-negative integer"),
+        ({"tokenizer": {"file": "tokenizer.json", "bytes": "9", "sha256": "0" * 64}}, "bytes of"),
+        ({"tokenizer": {"file": "tokenizer.json", "bytes": 9, "sha256": "0"}}, "not 64 hex"),
     ],
 )
 def test_bad_manifest(folder: Path, tmp_path: Path, edit: dict[str, object], match: str) -> None:
