@@ -26,7 +26,7 @@ from sse_export.quantize import decoded_table
 from sse_export.report import REPORT_JSON, REPORT_MD, QualityRow, quality_report, write_report
 from sse_export.validate import VariantReport, format_reports, validate_export
 from sse_onnx import format as fmt
-from sse_onnx.errors import ParityError
+from sse_onnx.errors import CheckpointError, ParityError
 
 __all__ = ["TARGETS", "ExportResult", "export"]
 
@@ -131,6 +131,8 @@ def export(
     data_dir = _data_dir(eval_data) if report else None
     checkpoint = load_checkpoint(model)
     dim = _checked_dim(dim, checkpoint.dim)
+    if "fp16" in variants:
+        _check_fp16_range(checkpoint, dim)
     if dim < checkpoint.dim and not is_matryoshka(checkpoint.folder):
         logger.warning(
             "Keeping %d of %d dimensions, but the model card and config of %s do not say it is "
@@ -269,6 +271,8 @@ def _pad_token_id(tokenizer_path: Path) -> int:
 def _checked_variants(variants: Sequence[str]) -> list[str]:
     if isinstance(variants, str):
         variants = [variants]
+    if not isinstance(variants, Sequence):
+        raise TypeError(f"variants must be a list of variant names, not {type(variants).__name__}.")
     unknown = [v for v in variants if v not in fmt.VARIANT_FILES]
     if unknown or not variants:
         raise ValueError(
@@ -277,14 +281,23 @@ def _checked_variants(variants: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(variants))
 
 
+def _check_fp16_range(checkpoint: Checkpoint, dim: int) -> None:
+    largest = float(np.abs(checkpoint.table[:, :dim]).max(initial=0.0))
+    if largest > float(np.finfo(np.float16).max):
+        raise CheckpointError(
+            f"{checkpoint.name}'s table holds values up to {largest:.4g}, beyond float16's "
+            "largest (65504), so the fp16 variant would store inf; export fp32 or int8 instead."
+        )
+
+
 def _checked_dim(dim: int | None, source_dim: int) -> int:
     if dim is None:
         return source_dim
-    if isinstance(dim, bool) or not isinstance(dim, int):
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
         raise TypeError(f"dim must be an int, not {type(dim).__name__}.")
     if not 1 <= dim <= source_dim:
         raise ValueError(
             f"dim={dim} is out of range: the model has {source_dim} dimensions; choose 1 to "
             f"{source_dim} (Matryoshka models are trained for 512/256/128/64/32)."
         )
-    return dim
+    return int(dim)

@@ -73,6 +73,8 @@ class Encoder:
         folder = DEFAULT_MODEL if model is None else Path(model)
         manifest = fmt.read_manifest(folder)
         chosen = manifest.default_variant if variant is None else variant
+        if not isinstance(chosen, str):
+            raise TypeError(f"variant must be a str or None, not {type(chosen).__name__}.")
         if chosen not in manifest.variants:
             raise ValueError(
                 f"variant={variant!r} is not in {folder}, which holds {sorted(manifest.variants)}; "

@@ -133,3 +133,25 @@ def test_dim_out_of_range(
     err = capsys.readouterr().err.strip()
     assert f"dim={dim} is out of range: the model has 16 dimensions; choose 1 to 16" in err
     assert len(err.splitlines()) == 1
+
+
+def test_fp16_overflow_is_named_before_writing(tmp_path: Path, tiny_tokenizer: Path) -> None:
+    from sse_export import export
+
+    tensors = sse_arrays(len(TINY_VOCAB), 8, 4)
+    tensors["embedding.weight"][3, 5] = 1e5  # beyond float16's 65504
+    checkpoint = write_checkpoint(tmp_path / "big", tiny_tokenizer, tensors)
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match=r"values up to 1e\+05, beyond float16's largest"):
+        export(checkpoint, output=out, variants=["fp32", "fp16"])
+    assert not out.exists()
+    export(checkpoint, output=out, variants=["fp32", "int8"], report=False)  # others are fine
+
+
+def test_export_arguments_of_other_types(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from sse_export import export
+
+    with pytest.raises(TypeError, match="variants must be a list of variant names, not NoneType"):
+        export(tiny_checkpoint, output=tmp_path, variants=None)  # type: ignore[arg-type]
+    result = export(tiny_checkpoint, output=tmp_path, dim=np.int64(8), report=False)
+    assert result.manifest.dim == 8 and isinstance(result.manifest.dim, int)

@@ -162,6 +162,8 @@ def test_variant_choice(folder: Path) -> None:
     assert Encoder(folder, variant="fp32").variant == "fp32"
     with pytest.raises(ValueError, match=r"variant='int3' is not in .* holds \['fp16', 'fp32'\]"):
         Encoder(folder, variant="int3")
+    with pytest.raises(TypeError, match="variant must be a str or None, not list"):
+        Encoder(folder, variant=["fp32"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
