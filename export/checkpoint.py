@@ -147,7 +147,9 @@ def load_checkpoint(model: str | os.PathLike[str] | None = None) -> Checkpoint:
     else:
         tensors = _read_tensors(weights[0])
         family = families.family_of(set(tensors), weights[0])
-    _check_tensors(tensors, weights[0], "embeddings" if family == "model2vec" else TABLE_KEY)
+    # For SSEQ the table comes from the first file and the DyT vectors from the second.
+    table_key = "embeddings" if family == "model2vec" else TABLE_KEY
+    _check_tensors(tensors, weights[0], weights[-1], table_key)
     pooling, configs = Pooling(), []
     if family == "model2vec":
         tensors = {TABLE_KEY: families.fold_model2vec(tensors, vocab, weights[0])}
@@ -179,26 +181,31 @@ def load_checkpoint(model: str | os.PathLike[str] | None = None) -> Checkpoint:
 
 
 def _check_tensors(
-    tensors: dict[str, npt.NDArray[Any]], weights: Path, table_key: str = TABLE_KEY
+    tensors: dict[str, npt.NDArray[Any]], table_file: Path, dyt_file: Path, table_key: str
 ) -> None:
-    """Shapes agree (table 2-D, DyT vectors as wide as the table) and values are finite."""
+    """Shapes agree (table 2-D, DyT vectors as wide as the table) and values are finite.
+
+    Errors name ``table_file`` for the table and ``dyt_file`` for the other tensors (the same
+    file but for SSEQ checkpoints).
+    """
     table = tensors[table_key]
     if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] < 1:
         raise CheckpointError(
-            f"{weights}: {table_key} has shape {list(table.shape)}, expected [vocab, dim]."
+            f"{table_file}: {table_key} has shape {list(table.shape)}, expected [vocab, dim]."
         )
     for key in DYT_KEYS:
         if key in tensors and tensors[key].shape != (table.shape[1],):
             raise CheckpointError(
-                f"{weights}: {key} has shape {list(tensors[key].shape)} but {TABLE_KEY} is "
+                f"{dyt_file}: {key} has shape {list(tensors[key].shape)} but {TABLE_KEY} is "
                 f"{list(table.shape)}; the DyT vectors must have length {table.shape[1]}."
             )
     for key, value in tensors.items():
         if not np.isfinite(value).all():
             bad = int(np.size(value) - np.isfinite(value).sum())
             raise CheckpointError(
-                f"{weights}: {key} holds {bad} non-finite values (NaN or inf); the checkpoint "
-                "is damaged or was saved mid-training, use a finished one."
+                f"{table_file if key == table_key else dyt_file}: {key} holds {bad} non-finite "
+                "values (NaN or inf); the checkpoint is damaged or was saved mid-training, use a "
+                "finished one."
             )
 
 

@@ -343,7 +343,10 @@ def _open_session(
     path: Path, threads: int | None, expected_outputs: tuple[str, ...]
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or 0
+    try:
+        options.intra_op_num_threads = threads or 0
+    except TypeError as exc:  # beyond the C int onnxruntime takes
+        raise ValueError(f"threads={threads} is too large; pass at most os.cpu_count().") from exc
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -167,7 +167,7 @@ def test_variant_choice(folder: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("threads", "error"), [(0, ValueError), (-1, ValueError), ("2", TypeError)]
+    ("threads", "error"), [(0, ValueError), (-1, ValueError), (2**31, ValueError), ("2", TypeError)]
 )
 def test_bad_threads(folder: Path, threads: object, error: type) -> None:
     with pytest.raises(error, match="threads"):

@@ -104,3 +104,12 @@ def test_sseq_missing_rest(
     (folder / "model_rest.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model_rest.safetensors is missing"):
         load_checkpoint(folder)
+
+
+def test_sseq_bad_dyt_vector_names_the_rest_file(tmp_path: Path, tiny_tokenizer: Path) -> None:
+    tensors = sse_arrays(len(TINY_VOCAB), 16, seed=5)
+    tensors["dyt.beta"] = tensors["dyt.beta"][:8]
+    folder = tmp_path / "short"
+    write_sseq(folder, tiny_tokenizer, tensors)
+    with pytest.raises(CheckpointError, match=r"model_rest\.safetensors: dyt\.beta has shape"):
+        load_checkpoint(folder)
