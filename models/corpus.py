@@ -26,6 +26,7 @@ a warning; :func:`fetch_debian_sources` downloads the two Debian inputs with ``a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -44,6 +45,7 @@ APT_LISTS = Path("/var/lib/apt/lists")
 SOURCES = ("debian", "wordnet", "scifact", "stsb")
 #: Sources the recipe can add (``--sources ... debian-full``) but leaves out by default.
 EXTRA = ("debian-full",)
+ALL_SOURCES = SOURCES + EXTRA
 #: Debian archive sections held out whole (science, mathematics, electronics, radio): their
 #: pairs measure how well the model transfers to technical text of a field it was not trained on.
 DOMAIN_SECTIONS = ("science", "math", "electronics", "hamradio")
@@ -101,13 +103,18 @@ def debian_sections() -> dict[str, str]:
     return sections
 
 
-def _debian_descriptions() -> Iterator[tuple[bool, str, list[str]]]:
-    """``(in a held-out section, synopsis, paragraphs)`` of every English package description."""
+@functools.cache
+def _debian_descriptions() -> tuple[tuple[bool, str, list[str]], ...]:
+    """``(in a held-out section, synopsis, paragraphs)`` of every English package description.
+
+    Parsed once per process (about 3 s): the pairs and the context texts both read them.
+    """
     files = sorted(APT_LISTS.glob("*_main_i18n_Translation-en*"))
     if not files:
         logger.warning("no Debian Translation-en lists: run fetch_debian_sources (apt-get update)")
-        return
+        return ()
     sections = debian_sections()
+    found = []
     for path in files:
         for record in _apt_list(path).split("\n\n"):
             match = re.search(r"^Description-en: (.*)\n((?: .*\n?)*)", record, re.MULTILINE)
@@ -119,7 +126,8 @@ def _debian_descriptions() -> Iterator[tuple[bool, str, list[str]]]:
                 for part in match.group(2).split("\n .")
             ]
             domain = sections.get(package.group(1)) in DOMAIN_SECTIONS
-            yield domain, match.group(1).strip(), [p for p in paragraphs if p]
+            found.append((domain, match.group(1).strip(), [p for p in paragraphs if p]))
+    return tuple(found)
 
 
 def debian_pairs() -> Iterator[Pair]:

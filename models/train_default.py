@@ -366,7 +366,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
     parser.add_argument(
         "--sources",
         nargs="+",
-        choices=corpus.SOURCES + corpus.EXTRA,
+        choices=corpus.ALL_SOURCES,
         default=list(defaults.sources),
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -421,10 +421,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
     limits = dict(defaults.limits)
     for item in args.limit:
         name, _, count = item.partition("=")
-        if name not in corpus.SOURCES + corpus.EXTRA or not count.isdigit():
+        if name not in corpus.ALL_SOURCES or not count.isdigit():
             parser.error(
-                f"--limit takes SOURCE=PAIRS with SOURCE in {corpus.SOURCES + corpus.EXTRA}: "
-                f"{item!r}"
+                f"--limit takes SOURCE=PAIRS with SOURCE in {corpus.ALL_SOURCES}: {item!r}"
             )
         limits[name] = int(count)
     recipe = Recipe(
