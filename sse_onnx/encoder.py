@@ -87,7 +87,8 @@ class Encoder:
         model_path = _checked_file(folder, manifest.variants[chosen])
         tokenizer_path = _checked_file(folder, manifest.tokenizer)
         self._session = _open_session(model_path, threads, manifest.pooling.graph_outputs)
-        width = self._session.get_outputs()[0].shape[-1]
+        outputs = {output.name: output.shape for output in self._session.get_outputs()}
+        width = outputs[fmt.SENTENCE_EMBEDDING][-1]
         if isinstance(width, int) and width != manifest.dim:
             raise ModelFormatError(
                 f"{folder / fmt.MANIFEST_FILE} records dim={manifest.dim} but {model_path.name} "
