@@ -110,6 +110,7 @@ def _lookup_int4(table: Array) -> _Lookup:
         _const([2 * packed.shape[1]], "nibble_columns"),
         _const([0], "zero"),
         _const([dim], "dim"),
+        _const([2], "axis_2"),
         _const(1 / 7.5, "inv_zero_point", np.float32),
     ]
     return _Lookup(nodes, initializers, scale="token_scale", shift="token_shift")
@@ -138,18 +139,22 @@ def _lookup_int4_block(table: Array) -> _Lookup:
             numpy_helper.from_array(scales, "block_scales"),
             _const([0], "zero"),
             _const([dim], "dim"),
+            _const([2], "axis_2"),
         ],
         domains=("com.microsoft",),
     )
 
 
-def _mask_nodes(skip_token_ids: Sequence[int]) -> list[onnx.NodeProto]:
-    """``mask`` (float [batch, sequence]): 1 where a token counts, 0 at pads and skipped ids."""
+def _mask_nodes(
+    skip_token_ids: Sequence[int],
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes and constants of ``mask`` (float [batch, sequence]): 1 where a token counts, 0 at
+    pads and skipped ids."""
     if not skip_token_ids:
-        return [helper.make_node("Cast", [fmt.ATTENTION_MASK], ["mask"], to=TensorProto.FLOAT)]
+        return [helper.make_node("Cast", [fmt.ATTENTION_MASK], ["mask"], to=TensorProto.FLOAT)], []
     # ids [batch, sequence, 1] == skip_ids [k] -> [batch, sequence, k]; the skip ids are
     # distinct, so at most one matches and the sum over k is 1 exactly for a skipped id.
-    return [
+    nodes = [
         helper.make_node("Unsqueeze", [fmt.INPUT_IDS, "axis_minus_1"], ["ids_3d"]),
         helper.make_node("Equal", ["ids_3d", "skip_ids"], ["is_skipped_each"]),
         helper.make_node("Cast", ["is_skipped_each"], ["skipped_each"], to=TensorProto.INT64),
@@ -158,6 +163,12 @@ def _mask_nodes(skip_token_ids: Sequence[int]) -> list[onnx.NodeProto]:
         helper.make_node("Mul", [fmt.ATTENTION_MASK, "kept"], ["kept_mask"]),
         helper.make_node("Cast", ["kept_mask"], ["mask"], to=TensorProto.FLOAT),
     ]
+    constants = [
+        _const(sorted(set(skip_token_ids)), "skip_ids"),
+        _const([-1], "axis_minus_1"),
+        _const(1, "one_int"),
+    ]
+    return nodes, constants
 
 
 _LOOKUPS = {
@@ -206,7 +217,8 @@ def build_graph(
     dim = table.shape[1]
     lookup = _LOOKUPS[variant](table)
     weight = "mask"
-    nodes = [*lookup.nodes, *_mask_nodes(skip_token_ids)]
+    mask_nodes, mask_constants = _mask_nodes(skip_token_ids)
+    nodes = [*lookup.nodes, *mask_nodes]
     if lookup.scale:
         nodes.append(helper.make_node("Mul", ["mask", lookup.scale], ["token_weight"]))
         weight = "token_weight"
@@ -235,7 +247,12 @@ def build_graph(
             "Div", [fmt.TOKEN_SUM, "count_safe"], ["mean" if head else fmt.SENTENCE_EMBEDDING]
         ),
     ]
-    initializers = [*lookup.initializers, _const([1], "axis_1"), _const(1.0, "one", np.float32)]
+    initializers = [
+        *lookup.initializers,
+        *mask_constants,
+        _const([1], "axis_1"),
+        _const(1.0, "one", np.float32),
+    ]
     if head:
         nodes += [
             helper.make_node("Mul", ["mean", "alpha"], ["scaled"]),
@@ -251,14 +268,6 @@ def build_graph(
             numpy_helper.from_array(vector.astype(np.float32), source)
             for source, vector in zip(("alpha", "beta", "bias"), head, strict=True)
         ]
-    if skip_token_ids:
-        initializers += [
-            _const(sorted(set(skip_token_ids)), "skip_ids"),
-            _const([-1], "axis_minus_1"),
-            _const(1, "one_int"),
-        ]
-    if any("axis_2" in node.input for node in nodes):  # the 4-bit lookups slice the last axis
-        initializers.append(_const([2], "axis_2"))
     ids_shape = ["batch", "sequence"]
     graph = helper.make_graph(
         nodes,
