@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sse_export.exporter import TARGETS, export
 from sse_export.mobile import MOBILE_VARIANTS
-from sse_export.report import REPORT_JSON, REPORT_MD, format_markdown
+from sse_export.report import REPORT_JSON, REPORT_MD, format_markdown, smallest_within_bounds
 from sse_export.validate import format_reports
 from sse_onnx import format as fmt
 from sse_onnx.errors import SSEError
@@ -22,7 +22,9 @@ examples:
       export the bundled default model, first 256 dimensions, and validate it
   sse-export --model path/to/sse-checkpoint --output sse-onnx --variants fp32 int8 int4
       export a local SSE checkpoint (model.safetensors + tokenizer.json, or the 4-bit SSEQ
-      files) in three variants, with a quality report of each against fp32
+      files) in three variants; fp32, the first, is the one Encoder loads by default
+  sse-export --dim 256 --variants fp32 int8 --eval-data path/to/data --output sse-256 --overwrite
+      replace an earlier export, with a quality report of each variant against fp32
   sse-export --model path/to/potion-base-8M --output potion-onnx --variants fp32 int8
       a Model2Vec (or sentence-transformers StaticEmbedding) folder: the family is detected
       and its own semantics kept (see the README's table of checkpoint families)
@@ -67,15 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=["fp32"],
         choices=sorted(fmt.VARIANT_FILES),
         metavar="VARIANT",
-        help=f"model variants to write, the first is the default; one or more of "
-        f"{sorted(fmt.VARIANT_FILES)} (default: fp32)",
+        help=f"model variants to write, one or more of {sorted(fmt.VARIANT_FILES)}; Encoder "
+        "loads the first unless --default-variant names another (default: fp32)",
     )
     parser.add_argument(
         "--default-variant",
         choices=sorted(fmt.VARIANT_FILES),
         metavar="VARIANT",
-        help="the variant Encoder loads by default (default: the smallest one measured to be "
-        "within its quality bounds, else the first of --variants)",
+        help="the variant Encoder loads by default (default: the first of --variants)",
     )
     parser.add_argument(
         "--target",
@@ -88,14 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-data",
         metavar="DIR",
-        help="evaluation data root (BEIR folders) for the quality report's real-text and "
-        "nDCG@10 columns (default: $SSE_DATA or ../shared/data where present)",
+        help="evaluation data root (BEIR folders): write a quality report of each variant "
+        "against fp32 (quality.json, quality.md; it names the smallest variant within its "
+        "bounds); without it no report is made",
     )
     parser.add_argument(
         "--no-report",
         dest="report",
         action="store_false",
-        help="skip the quality report (quality.json, quality.md)",
+        help="skip the quality report even with --eval-data",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in --output: its files are removed first, so the "
+        "folder ends with exactly the new export's files; a folder holding other files is "
+        "refused either way",
     )
     parser.add_argument(
         "--no-validate",
@@ -122,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report=args.report,
             eval_data=args.eval_data,
             target=args.target,
+            overwrite=args.overwrite,
         )
     except (SSEError, ValueError, TypeError) as exc:
         print(f"sse-export: error: {exc}", file=sys.stderr)
@@ -139,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result.quality:
             print(f"Quality against fp32 (also in {REPORT_MD} and {REPORT_JSON}):")
             print(format_markdown(result.quality))
+            smallest = smallest_within_bounds(result.quality)
+            if smallest is not None and smallest != manifest.default_variant:
+                print(
+                    f"{smallest} is the smallest variant within its bounds; export with "
+                    f"--default-variant {smallest} to make Encoder load it by default."
+                )
     return 0
 
 

@@ -18,7 +18,6 @@ import onnx
 import sse_onnx
 from sse_export.checkpoint import Checkpoint, load_checkpoint
 from sse_export.dynamic import PRESETS, dequantized_table, quantize_with_preset
-from sse_export.evaluate import default_data_dir
 from sse_export.families import is_matryoshka
 from sse_export.graph import build_graph
 from sse_export.mobile import check_mobile_variants, write_bundle
@@ -32,6 +31,23 @@ __all__ = ["TARGETS", "ExportResult", "export"]
 
 #: What :func:`export` writes: an ONNX model folder, or a mobile bundle (:mod:`sse_export.mobile`).
 TARGETS = ("onnx", "mobile")
+#: Every file name an export of either target can write. ``overwrite=True`` removes only these
+#: from the output folder; a folder holding anything else is refused, never cleaned.
+EXPORT_FILES = frozenset(
+    {
+        fmt.MANIFEST_FILE,
+        fmt.TOKENIZER_FILE,
+        *fmt.VARIANT_FILES.values(),
+        *fmt.ORT_VARIANT_FILES.values(),
+        fmt.TOKENIZER_CONFIG_FILE,
+        fmt.VOCAB_FILE,
+        fmt.REQUIRED_OPERATORS_FILE,
+        fmt.PARITY_FILE,
+        fmt.INTEGRATION_FILE,
+        REPORT_JSON,
+        REPORT_MD,
+    }
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +82,15 @@ def export(
     report: bool = True,
     eval_data: str | os.PathLike[str] | None = None,
     target: str = "onnx",
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a checkpoint to an ONNX model folder and validate it against PyTorch.
 
     The checkpoint's family (SSE, sentence-transformers StaticEmbedding or Model2Vec) is
     detected from its files and its semantics recorded in the manifest
-    (:mod:`sse_export.families`).
+    (:mod:`sse_export.families`). The model files, tokenizer and manifest are a function of
+    the arguments only: the same call gives byte-identical files on any machine, whatever
+    lies around it (the optional quality report holds measurements).
 
     Args:
         model: Checkpoint folder (or hub id); ``None`` exports the bundled default model.
@@ -84,23 +103,30 @@ def export(
             (:func:`sse_export.families.is_matryoshka`): then the first dims need not be a
             good embedding.
         variants: Model files to write, from :data:`sse_onnx.format.VARIANT_FILES`.
-        default_variant: The variant ``Encoder`` loads by default; ``None`` picks the smallest
-            variant measured to be within its bounds (:data:`sse_export.report.BOUNDS`), else
-            the first of ``variants``.
+        default_variant: The variant ``Encoder`` loads by default; ``None`` means the first of
+            ``variants``. Never chosen from measurements, so the manifest does not depend on
+            whether a quality report ran (the report names the smallest variant within its
+            bounds, :func:`sse_export.report.smallest_within_bounds`).
         validate: Check every variant against the PyTorch reference on the adversarial set.
-        report: Measure each variant's loss against fp32 and write ``quality.json``/``.md``.
-        eval_data: Evaluation data root for the report's real-text and nDCG@10 columns;
-            ``None`` uses ``$SSE_DATA`` or ``../shared/data`` where present.
+        report: With ``eval_data``, measure each variant's loss against fp32 and write
+            ``quality.json``/``.md``; ``False`` skips the report even then.
+        eval_data: Evaluation data root (BEIR folders) for the quality report; the report runs
+            only when it is given (no folder is searched for otherwise).
         target: ``"onnx"``, or ``"mobile"``: the validated export converted into a bundle for
             Android and iOS apps (``.ort`` models, operator config, tokenizer files,
             INTEGRATION.md; :func:`sse_export.mobile.write_bundle`). One of :data:`TARGETS`.
+        overwrite: Replace an earlier export in ``output``: its files (:data:`EXPORT_FILES`) are
+            removed before writing, so the folder ends with exactly the files of the new
+            manifest (and the report, if asked). Without it a non-empty ``output`` is refused;
+            a folder holding any other file is refused either way, naming the files.
 
     Returns:
         The folder, its manifest, the validation reports and the quality rows.
 
     Raises:
         CheckpointError: if the checkpoint cannot be read.
-        ValueError: for a bad ``dim`` or variant.
+        ValueError: for a bad ``dim`` or variant, or an ``output`` that is not empty (see
+            ``overwrite``).
         ParityError: if a variant does not reproduce the reference; the folder's manifest is
             removed so the runtime cannot load the failed export.
 
@@ -114,8 +140,11 @@ def export(
         raise ValueError(f"default_variant={default_variant!r} is not among variants {variants}.")
     if target not in TARGETS:
         raise ValueError(f"target={target!r} is not one of {list(TARGETS)}.")
+    data_dir = _data_dir(eval_data) if report else None
     if target == "mobile":
         check_mobile_variants(variants)
+        if output is not None:
+            _stale_files(Path(output), overwrite)  # refuse before the export, not after it
         with tempfile.TemporaryDirectory(prefix="sse-export-") as onnx_folder:
             result = export(
                 model,
@@ -127,8 +156,7 @@ def export(
                 report=report,
                 eval_data=eval_data,
             )
-            return _bundle(result, output)
-    data_dir = _data_dir(eval_data) if report else None
+            return _bundle(result, output, overwrite)
     checkpoint = load_checkpoint(model)
     dim = _checked_dim(dim, checkpoint.dim)
     if "fp16" in variants:
@@ -142,8 +170,8 @@ def export(
             checkpoint.dim,
             checkpoint.name,
         )
-    folder = _output_folder(output, f"{checkpoint.name}-onnx")
-    manifest, stored = _write_folder(folder, checkpoint, dim, variants)
+    folder = _output_folder(output, f"{checkpoint.name}-onnx", overwrite)
+    manifest, stored = _write_folder(folder, checkpoint, dim, variants, default_variant)
     reports = validate_export(folder, checkpoint, stored) if validate else []
     failed = [r.variant for r in reports if not r.passed]
     if failed:
@@ -153,18 +181,18 @@ def export(
             f"tolerance:\n{format_reports(reports)}\n{folder / fmt.MANIFEST_FILE} was removed so "
             "the failed export cannot be loaded; please report this with the table above."
         )
-    quality = quality_report(folder, checkpoint, variants, data_dir) if report else []
+    quality = quality_report(folder, checkpoint, variants, data_dir) if data_dir else []
     if quality:
         write_report(folder, quality)
-    chosen = default_variant or _smallest_within_bounds(quality) or variants[0]
-    if chosen != manifest.default_variant:
-        manifest = replace(manifest, default_variant=chosen)
-        fmt.write_manifest(folder, manifest)
     return ExportResult(folder=folder, manifest=manifest, reports=reports, quality=quality)
 
 
 def _write_folder(
-    folder: Path, checkpoint: Checkpoint, dim: int, variants: Sequence[str]
+    folder: Path,
+    checkpoint: Checkpoint,
+    dim: int,
+    variants: Sequence[str],
+    default_variant: str | None,
 ) -> tuple[fmt.Manifest, dict[str, Array]]:
     """Write the tokenizer, each variant's model and the manifest.
 
@@ -187,7 +215,7 @@ def _write_folder(
         source_sha256=checkpoint.source_sha256,
         tokenizer=fmt.FileEntry.of(folder, fmt.TOKENIZER_FILE),
         variants=entries,
-        default_variant=variants[0],
+        default_variant=default_variant or variants[0],
         package_version=sse_onnx.__version__,
         pooling=checkpoint.pooling,
     )
@@ -216,9 +244,11 @@ def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx
     return build_graph(table, *head, variant=variant, **options), decoded_table(table, variant)
 
 
-def _bundle(result: ExportResult, output: str | os.PathLike[str] | None) -> ExportResult:
+def _bundle(
+    result: ExportResult, output: str | os.PathLike[str] | None, overwrite: bool
+) -> ExportResult:
     """Convert an ONNX export into a mobile bundle at ``output``, with its quality report."""
-    bundle = _output_folder(output, f"{result.manifest.model_name}-mobile")
+    bundle = _output_folder(output, f"{result.manifest.model_name}-mobile", overwrite)
     manifest = write_bundle(result.folder, bundle)
     for name in (REPORT_JSON, REPORT_MD):
         if (result.folder / name).is_file():
@@ -226,25 +256,49 @@ def _bundle(result: ExportResult, output: str | os.PathLike[str] | None) -> Expo
     return replace(result, folder=bundle, manifest=manifest)
 
 
-def _smallest_within_bounds(quality: Sequence[QualityRow]) -> str | None:
-    fits = [row for row in quality if row.within_bounds]
-    return min(fits, key=lambda row: row.bytes).variant if fits else None
-
-
-def _output_folder(output: str | os.PathLike[str] | None, default: str) -> Path:
-    """The folder to write, created if needed (``default`` when ``output`` is ``None``)."""
+def _output_folder(output: str | os.PathLike[str] | None, default: str, overwrite: bool) -> Path:
+    """The folder to write (``default`` when ``output`` is ``None``), created if needed and
+    emptied of an earlier export's files if ``overwrite`` (see :func:`_stale_files`)."""
     folder = Path(output) if output is not None else Path(default)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output {folder} is a file; pass a folder to write the export into.")
+    for path in _stale_files(folder, overwrite):
+        path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
+def _stale_files(folder: Path, overwrite: bool) -> list[Path]:
+    """The files of an earlier export in ``folder``, which ``overwrite`` allows to remove.
+
+    Raises:
+        ValueError: if ``folder`` is a file, holds anything an export does not write (named,
+            whatever ``overwrite`` says), or holds an earlier export and ``overwrite`` is off.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output {folder} is a file; pass a folder to write the export into.")
+    if not folder.is_dir():
+        return []
+    present = sorted(folder.iterdir())
+    unrelated = [p.name for p in present if p.name not in EXPORT_FILES or not p.is_file()]
+    if unrelated:
+        shown = ", ".join(unrelated[:5]) + (
+            f" and {len(unrelated) - 5} more" if unrelated[5:] else ""
+        )
+        raise ValueError(
+            f"output {folder} holds files an sse-onnx export does not write ({shown}); nothing "
+            "was changed. Export into a new or empty folder, or move those files away."
+        )
+    if present and not overwrite:
+        raise ValueError(
+            f"output {folder} already holds an export ({', '.join(p.name for p in present)}); "
+            "pass --overwrite (overwrite=True) to replace it, or choose another folder."
+        )
+    return present
+
+
 def _data_dir(eval_data: str | os.PathLike[str] | None) -> Path | None:
-    """The evaluation data root: ``eval_data`` (which must exist), else the default if present."""
+    """The evaluation data root ``eval_data`` (which must be a folder), or ``None``."""
     if eval_data is None:
-        folder = default_data_dir()
-        return folder if folder.is_dir() else None
+        return None
     if not Path(eval_data).is_dir():
         raise ValueError(
             f"eval_data {eval_data} is not a folder; pass the evaluation data root (the folder "
@@ -298,6 +352,6 @@ def _checked_dim(dim: int | None, source_dim: int) -> int:
     if not 1 <= dim <= source_dim:
         raise ValueError(
             f"dim={dim} is out of range: the model has {source_dim} dimensions; choose 1 to "
-            f"{source_dim} (Matryoshka models are trained for 512/256/128/64/32)."
+            f"{source_dim}."
         )
     return int(dim)

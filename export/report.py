@@ -26,7 +26,15 @@ from sse_onnx import Encoder
 from sse_onnx.embeddings import normalize
 from sse_onnx.format import VARIANT_FILES
 
-__all__ = ["BOUNDS", "REPORT_JSON", "REPORT_MD", "QualityRow", "quality_report", "write_report"]
+__all__ = [
+    "BOUNDS",
+    "REPORT_JSON",
+    "REPORT_MD",
+    "QualityRow",
+    "quality_report",
+    "smallest_within_bounds",
+    "write_report",
+]
 
 REPORT_JSON = "quality.json"
 REPORT_MD = "quality.md"
@@ -204,6 +212,12 @@ def _with_verdict(row: QualityRow) -> QualityRow:
             return row
         checks.append(all(abs(d) <= bound.max_ndcg_drop for d in row.ndcg_delta.values()))
     return replace(row, within_bounds=all(checks))
+
+
+def smallest_within_bounds(rows: Sequence[QualityRow]) -> str | None:
+    """The smallest variant measured to be within its bounds, or ``None`` if none is."""
+    fits = [row for row in rows if row.within_bounds]
+    return min(fits, key=lambda row: row.bytes).variant if fits else None
 
 
 def write_report(folder: Path, rows: Sequence[QualityRow]) -> tuple[Path, Path]:

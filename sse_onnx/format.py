@@ -330,6 +330,11 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
     """
     root = Path(folder)
     path = root / MANIFEST_FILE
+    if root.is_file():
+        raise ModelFormatError(
+            f"{root} is a file, not a model folder; pass the folder written by `sse-export "
+            "--output` (the folder that holds manifest.json and the model files)."
+        )
     if not root.is_dir():
         raise ModelFormatError(
             f"Model folder {root} does not exist; pass a folder written by `sse-export --output`."

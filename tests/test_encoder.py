@@ -179,6 +179,9 @@ def test_missing_folder_and_manifest(tmp_path: Path) -> None:
         Encoder(tmp_path / "nowhere")
     with pytest.raises(ModelFormatError, match=r"manifest.json is missing"):
         Encoder(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(ModelFormatError, match=r"model.onnx is a file, not a model folder"):
+        Encoder(tmp_path / "model.onnx")
 
 
 @pytest.mark.parametrize("name", [VARIANT_FILES["fp32"], "tokenizer.json"])
