@@ -4,7 +4,7 @@ The data loading and scoring live in :mod:`sse_export.evaluate` (shared with the
 quality report) and take any ``embed(texts) -> (n, dim) array`` callable. This script adds the
 encoders and the CLI: an SSE checkpoint folder (through :class:`NumpySSE`, an independent
 pure-numpy reference of the SSE forward pass), an exported folder (``sse_onnx.Encoder``) and the
-teacher model. It needs the project installed with its export extra (``pip install -e .[export]``).
+teacher model. It needs the exporter installed (``pip install -e . -e ./export``).
 
 Each dataset is embedded once at full width; a ``k``-dim result slices the first ``k`` columns
 and L2-normalises again. For SSE this is exact: the head acts per dimension, so slicing before

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-pytest.importorskip("torch", reason="the recipe needs the export extra: pip install -e '.[export]'")
+pytest.importorskip("torch", reason="the recipe needs the exporter: pip install -e . -e ./export")
 sys.path.insert(0, str(ROOT / "models"))
 import train_default
 
