@@ -85,15 +85,17 @@ class Encoder:
         if threads is not None and threads < 1:
             raise ValueError(f"threads={threads} must be at least 1 (or None for all cores).")
         model_path = _checked_file(folder, manifest.variants[chosen])
+        fmt.check_self_contained(model_path)
         tokenizer_path = _checked_file(folder, manifest.tokenizer)
         self._session = _open_session(model_path, threads, manifest.pooling.graph_outputs)
         outputs = {output.name: output.shape for output in self._session.get_outputs()}
-        width = outputs[fmt.SENTENCE_EMBEDDING][-1]
+        width = (outputs[fmt.SENTENCE_EMBEDDING] or [None])[-1]
         if isinstance(width, int) and width != manifest.dim:
             raise ModelFormatError(
                 f"{folder / fmt.MANIFEST_FILE} records dim={manifest.dim} but {model_path.name} "
                 f"gives {width}-dimensional embeddings; the folder mixes two exports, re-export it."
             )
+        _check_runs(self._session, model_path, manifest)
         self._tokenizer = TextTokenizer(tokenizer_path)
         if self._tokenizer.vocab_size != manifest.vocab_size:
             raise ModelFormatError(
@@ -322,8 +324,9 @@ class Encoder:
 
 
 def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
-    """The path of a manifest entry, checked to exist with the recorded size and sha256."""
-    path = folder / entry.file
+    """The path of a manifest entry, checked to lie in the folder and to exist with the recorded
+    size and sha256."""
+    path = fmt.entry_path(folder, entry)
     if not path.is_file():
         raise ModelFormatError(f"{path} is missing; the model folder is incomplete, re-export it.")
     size = path.stat().st_size
@@ -375,6 +378,34 @@ def _open_session(
             f"{sorted(expected_outputs)}); export it with sse-export."
         )
     return session
+
+
+def _check_runs(session: ort.InferenceSession, path: Path, manifest: fmt.Manifest) -> None:
+    """Run the graph once on a padded ``[2, 2]`` batch and check the shape of every output.
+
+    A damaged or foreign graph may load and still fail at its first run, or give outputs of
+    other shapes; this makes such a file fail when it is loaded, naming it.
+    """
+    ids = np.full((2, 2), manifest.pad_token_id, dtype=np.int64)
+    mask = np.array([[1, 0], [0, 0]], dtype=np.int64)
+    names = manifest.pooling.graph_outputs
+    try:
+        results = session.run(list(names), {fmt.INPUT_IDS: ids, fmt.ATTENTION_MASK: mask})
+    except Exception as exc:  # onnxruntime raises its own unrelated exception classes
+        first_line = str(exc).partition("\n")[0]
+        raise ModelFormatError(
+            f"{path} loads but does not run ({first_line}); the file is corrupt, re-export the "
+            "model."
+        ) from exc
+    for name, result in zip(names, results, strict=True):
+        expected = (manifest.dim,) if name in fmt.DYT_OUTPUTS else (2, manifest.dim)
+        if getattr(result, "shape", None) != expected or result.dtype != np.float32:
+            raise ModelFormatError(
+                f"{path} gives {name} as {type(result).__name__} "
+                f"{getattr(result, 'shape', '')} {getattr(result, 'dtype', '')} for a batch of "
+                f"2, not float32 {expected} (dim={manifest.dim} in {fmt.MANIFEST_FILE}); the "
+                "folder mixes two exports or the file is corrupt, re-export the model."
+            )
 
 
 def _checked_texts(texts: object) -> list[str]:

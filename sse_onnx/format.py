@@ -47,9 +47,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from sse_onnx._external_data import ProtobufError, external_tensors
 from sse_onnx.errors import ModelFormatError
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "FileEntry",
     "Manifest",
     "Pooling",
+    "check_self_contained",
+    "entry_path",
     "read_manifest",
     "sha256_file",
     "write_manifest",
@@ -217,8 +220,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_count(value: object) -> bool:
-    """A non-negative int, not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A non-negative int that fits an int64 (as ids and sizes are fed to numpy), not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 @dataclass(frozen=True)
@@ -299,7 +302,17 @@ class Manifest:
             "vocab_size": manifest.vocab_size,
             "pad_token_id": manifest.pad_token_id,
         }
-        entries = [manifest.tokenizer, *manifest.variants.values()]
+        labelled = {"tokenizer": manifest.tokenizer}
+        labelled |= {f"variants[{name!r}]": entry for name, entry in manifest.variants.items()}
+        for label, entry in labelled.items():
+            problem = _file_name_problem(entry.file)
+            if problem:
+                raise ModelFormatError(
+                    f"{where}: {label} names the file {entry.file!r}, {problem}; a manifest "
+                    "names files of its own folder by their bare names. The manifest was edited "
+                    "or not written by sse-export: re-export the model."
+                )
+        entries = list(labelled.values())
         counts |= {f"bytes of {entry.file}": entry.bytes for entry in entries}
         for name, value in counts.items():
             if not _is_count(value):
@@ -307,18 +320,102 @@ class Manifest:
                     f"{where}: {name} is {value!r}, not a non-negative integer; the manifest "
                     "was edited or damaged, re-export the model with sse-export."
                 )
+        if manifest.pad_token_id >= manifest.vocab_size:
+            raise ModelFormatError(
+                f"{where}: pad_token_id {manifest.pad_token_id} is not a row of the "
+                f"{manifest.vocab_size}-row table; re-export the model with sse-export."
+            )
         for entry in entries:
             if not (isinstance(entry.sha256, str) and _SHA256.fullmatch(entry.sha256)):
                 raise ModelFormatError(
                     f"{where}: the sha256 of {entry.file} is {entry.sha256!r}, not 64 hex "
                     "digits; re-export the model with sse-export."
                 )
-        if manifest.default_variant not in manifest.variants:
+        if not (
+            isinstance(manifest.default_variant, str)
+            and manifest.default_variant in manifest.variants
+        ):
             raise ModelFormatError(
                 f"{where}: default_variant {manifest.default_variant!r} is not one of the "
                 f"variants {sorted(manifest.variants)}; re-export the model with sse-export."
             )
         return manifest
+
+
+def _file_name_problem(name: object) -> str | None:
+    """Why ``name`` is not the bare name of a file in the folder, or ``None`` if it is."""
+    if not isinstance(name, str) or name in ("", "."):
+        return "which is not a file name"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute():
+        return "an absolute path"
+    parts = re.split(r"[/\\]", name)
+    if ".." in parts:
+        return "which leads out of the folder through '..'"
+    if len(parts) > 1 or ":" in name or "\0" in name:
+        return "which is a path, not a file name (it holds '/', '\\', ':' or NUL)"
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        return "which the file system cannot encode"
+    if len(encoded) > 255:  # NAME_MAX of common file systems
+        return f"which is {len(encoded)} bytes long, more than a file name may be (255)"
+    return None
+
+
+def entry_path(folder: str | os.PathLike[str], entry: FileEntry) -> Path:
+    """The path of a manifest entry's file, confined to ``folder``.
+
+    Raises:
+        ModelFormatError: naming the entry, if its name is not a bare file name or the file
+            is a link that leads out of the folder.
+    """
+    root = Path(folder)
+    problem = _file_name_problem(entry.file)
+    if problem:
+        raise ModelFormatError(
+            f"{root / MANIFEST_FILE} names the file {entry.file!r}, {problem}; re-export the model."
+        )
+    path = root / entry.file
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as exc:  # a loop of links
+        raise ModelFormatError(f"{path} cannot be resolved ({exc}); re-export the model.") from exc
+    if not inside:
+        raise ModelFormatError(
+            f"{path}, named by {MANIFEST_FILE} as {entry.file!r}, is a link to "
+            f"{path.resolve()}, outside the model folder; a model folder may only use its own "
+            "files. Replace the link with the file itself, or re-export the model."
+        )
+    return path
+
+
+def check_self_contained(path: str | os.PathLike[str]) -> None:
+    """Refuse an ONNX model file that reads tensor data from other files (external data).
+
+    The manifest's sha256 does not cover such data and its location may lead anywhere, so the
+    runtime never lets onnxruntime follow it. ORT-format files (``.ort``) are flatbuffers, not
+    protobuf, and are not walked.
+
+    Raises:
+        ModelFormatError: naming the file and the tensors, or saying that the file is not an
+            ONNX protobuf.
+    """
+    if Path(path).suffix == ".ort":
+        return
+    try:
+        names = external_tensors(path)
+    except ProtobufError as exc:
+        raise ModelFormatError(
+            f"{path} is not a loadable ONNX model ({exc}); the file is corrupt, re-export the "
+            "model."
+        ) from exc
+    if names:
+        raise ModelFormatError(
+            f"{path} keeps the data of {len(names)} tensor(s) ({', '.join(map(repr, names[:3]))}"
+            f"{', ...' if len(names) > 3 else ''}) in other files (ONNX external data), which a "
+            "model folder may not do: their bytes are not checked and may lie anywhere. "
+            "Re-export the model with sse-export, which stores every tensor in the model file."
+        )
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
