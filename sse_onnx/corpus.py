@@ -29,6 +29,8 @@ not import this module.
 
 from __future__ import annotations
 
+import glob
+import importlib
 import json
 import logging
 import os
@@ -84,6 +86,9 @@ _QUANTIZED = ("int8", "uint8")
 ROW_GROUP_BYTES = 64 << 20
 #: How long a job waits for Ray to have the CPUs it needs free before it gives up.
 FREE_CPU_WAIT_SECONDS = 30.0
+#: Ray's job environment: its workers list files too (over 200 inputs, several per task, each
+#: in a thread), so they settle the import that :func:`_settle_fsspec_http` describes first.
+_RUNTIME_ENV = {"worker_process_setup_hook": "sse_onnx.corpus._settle_fsspec_http"}
 #: The last line of an actor's traceback when it raised one of the project's errors.
 _REMOTE_ERROR = re.compile(r"^sse_onnx\.errors\.(\w+): (.+)$", re.MULTILINE)
 
@@ -279,25 +284,63 @@ def read_corpus(
     that the actors hold would wait forever.
 
     Args:
-        inputs: Files or folders; local paths, or URIs Ray reads (``s3://...``).
+        inputs: Files, folders or glob patterns of local files (``'docs/*.parquet'``); local
+            paths, or URIs Ray reads (``s3://...``).
         input_format: ``"jsonl"`` or ``"parquet"``; ``None`` decides by the files' suffixes.
 
     Raises:
         CorpusError: if an input is missing or its format cannot be told.
     """
     ray = _import_ray()
-    paths = [os.fspath(path) for path in inputs]
-    if not paths:
-        raise CorpusError("no input given; pass one or more JSONL or Parquet files.")
-    for path in paths:
-        if "://" not in path and not Path(path).exists():
-            raise CorpusError(f"input {path} does not exist.")
+    paths = _input_paths(inputs)
     chosen = input_format or _format_of(paths)
     if chosen not in INPUT_FORMATS:
         raise CorpusError(f"input_format={chosen!r} is not one of {INPUT_FORMATS}.")
+    _settle_fsspec_http()
     read = ray.data.read_parquet if chosen == "parquet" else ray.data.read_json
     dataset: Dataset = read(paths, num_cpus=0)
     return dataset
+
+
+def _input_paths(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The input paths, with local glob patterns (``'docs/*.parquet'``) expanded in order.
+
+    Raises:
+        CorpusError: if there is no input, or a local input or pattern matches nothing.
+    """
+    paths = []
+    for item in inputs:
+        path = os.fspath(item)
+        if "://" in path or Path(path).exists():
+            paths.append(path)
+        elif glob.has_magic(path) and (matches := sorted(glob.glob(path))):
+            paths.extend(matches)
+        else:
+            raise CorpusError(f"input {path} does not exist.")
+    if not paths:
+        raise CorpusError("no input given; pass one or more JSONL or Parquet files.")
+    return paths
+
+
+def _settle_fsspec_http() -> None:
+    """Import fsspec's optional HTTP filesystem once, before Ray Data lists files in threads.
+
+    Ray Data resolves each input path in its own thread and asks whether the filesystem is
+    fsspec's ``HTTPFileSystem``, importing ``fsspec.implementations.http``, which needs
+    ``aiohttp``. Without ``aiohttp`` that import fails and is not cached, so every path tries
+    it again; two threads importing at once can hand one of them the other's half-imported
+    module, an ``ImportError`` ("cannot import name 'HTTPFileSystem'") that Ray does not catch,
+    where one thread alone gets the ``ModuleNotFoundError`` it does catch. Several input files
+    failed 3 runs in 5 that way. Recording the failed import as ``None`` in ``sys.modules``
+    makes every later import fail at once with ``ModuleNotFoundError``.
+    """
+    name = "fsspec.implementations.http"
+    if name in sys.modules:
+        return
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        sys.modules[name] = None  # type: ignore[assignment]
 
 
 def embed_corpus(
@@ -400,6 +443,7 @@ def embed_corpus(
         "count_tokens": count_tokens,
     }
     CorpusEmbedder(**{**config, "precision": "float32", "count_tokens": False})  # checks options
+    _input_paths(inputs)  # a missing input fails before Ray starts
     ray = _import_ray()
     own_ray = not ray.is_initialized()
     if own_ray:
@@ -666,10 +710,15 @@ def _import_ray() -> Any:
 def _start_ray(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int) -> None:
     if address is not None:
         logger.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=_RUNTIME_ENV)
         return
     pool = workers or max(1, (os.cpu_count() or 1) // cpus_per_worker)
     # One CPU more than the actors take, for the reading and re-batching tasks.
     cpus = pool * cpus_per_worker + 1
     logger.info("starting a local Ray with %d CPUs for %d workers", cpus, pool)
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env=_RUNTIME_ENV,
+    )

@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="JSONL or Parquet files or folders"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="JSONL or Parquet files, folders, or quoted glob patterns of local files",
     )
     parser.add_argument("--output", required=True, metavar="OUT.parquet", help="file to write")
     parser.add_argument(

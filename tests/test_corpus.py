@@ -201,6 +201,44 @@ def test_parquet_input_with_row_ids_and_binary_precision(
 
 
 @pytest.mark.usefixtures("local_ray")
+def test_several_parquet_files_read_on_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, documents: list[dict[str, str]]
+) -> None:
+    """Ray Data lists several files in threads; a racy optional import failed 3 runs in 5.
+
+    Each run starts from a process that has not yet tried to import fsspec's HTTP filesystem.
+    """
+    chunks = [documents[i : i + 100] for i in range(0, 800, 100)]
+    for n, chunk in enumerate(chunks):
+        table = pa.table({"doc": [d["doc"] for d in chunk], "text": [d["text"] for d in chunk]})
+        pq.write_table(table, tmp_path / f"part{n}.parquet")
+    pattern = str(tmp_path / "part*.parquet")  # quoted on a command line: expanded here
+
+    for _ in range(10):
+        monkeypatch.delitem(sys.modules, "fsspec.implementations.http", raising=False)
+        corpus_module.read_corpus([pattern])
+
+    monkeypatch.delitem(sys.modules, "fsspec.implementations.http", raising=False)
+    out = tmp_path / "out.parquet"
+    embed_corpus([pattern], out, id_field="doc", workers=2, progress=False)
+    ids, vectors, _ = read_output(out)
+    assert ids == [d["doc"] for d in documents[:800]]
+    np.testing.assert_array_equal(vectors, Encoder().encode([d["text"] for d in documents[:800]]))
+
+
+def test_ray_workers_settle_the_import_before_they_list_files() -> None:
+    """Over 200 inputs, Ray lists several per task in its workers' threads: the same race."""
+    code = (
+        "import sys, ray; from sse_onnx import corpus\n"
+        "corpus._start_ray(ray, None, 1, 1)\n"
+        "probe = ray.remote(lambda: 'fsspec.implementations.http' in sys.modules)\n"
+        "print(ray.get(probe.options(num_cpus=0).remote())); ray.shutdown()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1:] == ["True"], done.stderr[-2000:]
+
+
+@pytest.mark.usefixtures("local_ray")
 def test_cli_writes_the_file_and_prints_a_summary(
     tmp_path: Path, jsonl: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
