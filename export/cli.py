@@ -31,6 +31,9 @@ examples:
   sse-export --dim 256 --variants int8 --target mobile --output sse-mobile
       a folder for Android and iOS apps: .ort model, operator config for a reduced
       onnxruntime, tokenizer files and INTEGRATION.md (Kotlin and Swift examples)
+  sse-export --dim 256 --variants int8 --target web --output sse-web
+      a folder for browser and Node apps: model, sse-onnx.mjs (exact tokenizer and
+      Encoder for onnxruntime-web/-node), vocabulary and INTEGRATION.md
   python -c "from sse_onnx import Encoder; print(Encoder('sse-256').encode('hello').shape)"
       embed with the export
 """
@@ -84,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="onnx",
         help="onnx: a model folder for sse_onnx.Encoder; mobile: the same, validated, then "
         f"converted for Android/iOS apps (variants {list(MOBILE_VARIANTS)}; "
-        "see INTEGRATION.md in the output) (default: onnx)",
+        "see INTEGRATION.md in the output); web: the same for browser and Node apps, with a "
+        "JavaScript tokenizer and Encoder (sse-onnx.mjs) (default: onnx)",
     )
     parser.add_argument(
         "--eval-data",

@@ -24,13 +24,14 @@ from sse_export.mobile import check_mobile_variants, write_bundle
 from sse_export.quantize import decoded_table
 from sse_export.report import REPORT_JSON, REPORT_MD, QualityRow, quality_report, write_report
 from sse_export.validate import VariantReport, format_reports, validate_export
+from sse_export.web import MODULE_FILE, WEB_TOKENIZER_FILE, write_web
 from sse_onnx import format as fmt
 from sse_onnx.errors import CheckpointError, ParityError
 
 __all__ = ["TARGETS", "ExportResult", "export"]
 
 #: What :func:`export` writes: an ONNX model folder, or a mobile bundle (:mod:`sse_export.mobile`).
-TARGETS = ("onnx", "mobile")
+TARGETS = ("onnx", "mobile", "web")
 #: Every file name an export of either target can write. ``overwrite=True`` removes only these
 #: from the output folder; a folder holding anything else is refused, never cleaned.
 EXPORT_FILES = frozenset(
@@ -46,6 +47,8 @@ EXPORT_FILES = frozenset(
         fmt.INTEGRATION_FILE,
         REPORT_JSON,
         REPORT_MD,
+        MODULE_FILE,
+        WEB_TOKENIZER_FILE,
     }
 )
 
@@ -94,8 +97,8 @@ def export(
 
     Args:
         model: Checkpoint folder (or hub id); ``None`` exports the bundled default model.
-        output: Folder to write; ``None`` writes ``./<model name>-onnx`` (``-mobile`` for the
-            mobile target).
+        output: Folder to write; ``None`` writes ``./<model name>-onnx`` (``-mobile``, ``-web``
+            for the other targets).
         dim: Keep the first ``dim`` dimensions (Matryoshka); ``None`` keeps all. Exact,
             because the head acts per dimension: the table columns and DyT vectors are
             sliced (quantized variants quantize the kept columns). A warning is logged when
@@ -114,7 +117,8 @@ def export(
             only when it is given (no folder is searched for otherwise).
         target: ``"onnx"``, or ``"mobile"``: the validated export converted into a bundle for
             Android and iOS apps (``.ort`` models, operator config, tokenizer files,
-            INTEGRATION.md; :func:`sse_export.mobile.write_bundle`). One of :data:`TARGETS`.
+            INTEGRATION.md; :func:`sse_export.mobile.write_bundle`), or ``"web"``: a folder for
+            browser and Node apps (:func:`sse_export.web.write_web`). One of :data:`TARGETS`.
         overwrite: Replace an earlier export in ``output``: its files (:data:`EXPORT_FILES`) are
             removed before writing, so the folder ends with exactly the files of the new
             manifest (and the report, if asked). Without it a non-empty ``output`` is refused;
@@ -141,8 +145,9 @@ def export(
     if target not in TARGETS:
         raise ValueError(f"target={target!r} is not one of {list(TARGETS)}.")
     data_dir = _data_dir(eval_data) if report else None
-    if target == "mobile":
-        check_mobile_variants(variants)
+    if target in ("mobile", "web"):
+        if target == "mobile":
+            check_mobile_variants(variants)
         if output is not None:
             _stale_files(Path(output), overwrite)  # refuse before the export, not after it
         with tempfile.TemporaryDirectory(prefix="sse-export-") as onnx_folder:
@@ -156,7 +161,7 @@ def export(
                 report=report,
                 eval_data=eval_data,
             )
-            return _bundle(result, output, overwrite)
+            return _bundle(result, output, overwrite, target)
     checkpoint = load_checkpoint(model)
     dim = _checked_dim(dim, checkpoint.dim)
     if "fp16" in variants:
@@ -245,11 +250,13 @@ def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx
 
 
 def _bundle(
-    result: ExportResult, output: str | os.PathLike[str] | None, overwrite: bool
+    result: ExportResult, output: str | os.PathLike[str] | None, overwrite: bool, target: str
 ) -> ExportResult:
-    """Convert an ONNX export into a mobile bundle at ``output``, with its quality report."""
-    bundle = _output_folder(output, f"{result.manifest.model_name}-mobile", overwrite)
-    manifest = write_bundle(result.folder, bundle)
+    """Convert an ONNX export into a mobile bundle or a web folder (:mod:`sse_export.web`) at
+    ``output``, with its quality report."""
+    bundle = _output_folder(output, f"{result.manifest.model_name}-{target}", overwrite)
+    write = write_bundle if target == "mobile" else write_web
+    manifest = write(result.folder, bundle)
     for name in (REPORT_JSON, REPORT_MD):
         if (result.folder / name).is_file():
             shutil.copyfile(result.folder / name, bundle / name)

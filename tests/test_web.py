@@ -1,0 +1,231 @@
+"""The web folder (``sse-export --target web``) and its JavaScript module, checked under Node.
+
+The Python side exports the default model as the README's "Web and Node" section does, writes
+HF's ids and the Python Encoder's vectors, and runs ``node --test tests/web/web.test.mjs``:
+the JavaScript tokenizer must give HF's ids on the adversarial set, every SciFact document and
+query (when the data is present) and ``SSE_WEB_FUZZ`` generated strings (100,000 by default,
+the generator of tests/test_fast_tokenizer.py), and the JavaScript Encoder on onnxruntime-node
+and onnxruntime-web (WebAssembly) the Python Encoder's vectors within 1e-5. The npm packages
+are installed by ``npm ci --ignore-scripts`` in tests/web (CI does it); without them or
+without ``node`` the Node part is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_fast_tokenizer import random_texts
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+from conftest import BERT_TOKENIZER, EVAL_DATA, TINY_VOCAB, write_tiny_tokenizer
+from sse_export import web
+from sse_export.adversarial import adversarial_texts
+from sse_export.cli import main
+from sse_export.web_guide import TESTED_PACKAGES
+from sse_onnx import Encoder
+from sse_onnx import format as fmt
+
+WEB_TESTS = Path(__file__).resolve().parent / "web"
+FUZZ = int(os.environ.get("SSE_WEB_FUZZ", "100000"))
+SCIFACT = EVAL_DATA / "retrieval" / "scifact"
+
+
+def node_missing() -> str | None:
+    """Why the Node tests cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node is not installed (CI installs Node 20)"
+    for package in TESTED_PACKAGES:
+        if not (WEB_TESTS / "node_modules" / package / "package.json").is_file():
+            return f"{package} is missing: run `npm ci --ignore-scripts` in tests/web"
+    return None
+
+
+@pytest.fixture(scope="module")
+def web_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's command: the default model's first 256 dims, int8, as a web folder."""
+    folder = tmp_path_factory.mktemp("web") / "sse-web"
+    args = ["--dim", "256", "--variants", "int8", "--target", "web", "--output", str(folder)]
+    assert main([*args, "--quiet"]) == 0
+    return folder
+
+
+def test_the_folder_holds_the_module_the_tables_and_the_guide(web_folder: Path) -> None:
+    names = {path.name for path in web_folder.iterdir()}
+    assert names == {
+        fmt.MANIFEST_FILE,
+        fmt.TOKENIZER_FILE,
+        "model_int8.onnx",
+        web.MODULE_FILE,
+        web.WEB_TOKENIZER_FILE,
+        fmt.PARITY_FILE,
+        fmt.INTEGRATION_FILE,
+    }
+    assert (web_folder / web.MODULE_FILE).read_bytes() == (
+        Path(web.__file__).parent / "js" / web.MODULE_FILE
+    ).read_bytes()
+    spec = json.loads((web_folder / web.WEB_TOKENIZER_FILE).read_text(encoding="utf-8"))
+    assert (spec["format"], spec["version"]) == web.WEB_TOKENIZER_FORMAT
+    assert len(spec["vocab"]) == fmt.read_manifest(web_folder).vocab_size
+    guide = (web_folder / fmt.INTEGRATION_FILE).read_text(encoding="utf-8")
+    for package, version in TESTED_PACKAGES.items():
+        assert f"{package}@{version}" in guide
+    # Python loads the folder too, and it equals an export of the default target.
+    assert Encoder(web_folder).encode("hello").shape == (256,)
+
+
+def test_tested_versions_are_the_pinned_ones() -> None:
+    pinned = json.loads((WEB_TESTS / "package.json").read_text(encoding="utf-8"))
+    assert pinned["devDependencies"] == TESTED_PACKAGES
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": models.BPE()}, "model 'BPE'"),
+        ({"normalizer": normalizers.Lowercase()}, "normalizer 'Lowercase'"),
+        ({"pre_tokenizer": pre_tokenizers.Whitespace()}, "pre-tokenizer 'Whitespace'"),
+        ({"decoder": decoders.WordPiece()}, None),  # a decoder does not change ids: accepted
+    ],
+)
+def test_other_tokenizers_are_refused(
+    tmp_path: Path, change: dict[str, object], message: str | None
+) -> None:
+    path = write_tiny_tokenizer(tmp_path / "tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(path))
+    for attribute, value in change.items():
+        setattr(tokenizer, attribute, value)
+    tokenizer.save(str(path))
+    if message is None:
+        assert web.web_tokenizer(path)["vocab"] == TINY_VOCAB
+    else:
+        with pytest.raises(ValueError, match=f"restates BERT-style tokenizers only.*{message}"):
+            web.web_tokenizer(path)
+
+
+def test_added_tokens_with_strip_options_are_refused(tmp_path: Path) -> None:
+    from tokenizers import AddedToken
+
+    path = write_tiny_tokenizer(tmp_path / "tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.add_tokens([AddedToken("[X]", lstrip=True, normalized=False)])
+    tokenizer.save(str(path))
+    with pytest.raises(ValueError, match=r"added tokens \['\[X\]'\]"):
+        web.web_tokenizer(path)
+
+
+def scifact_texts() -> tuple[list[tuple[str, str]], list[str]]:
+    """SciFact's documents as (title, text) and its queries."""
+    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
+        docs = [(d.get("title", ""), d.get("text", "")) for d in map(json.loads, handle)]
+    with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as handle:
+        queries = [json.loads(line)["text"] for line in handle]
+    return docs, queries
+
+
+def write_ids(folder: Path, name: str, tokenizer_path: Path, texts: list[str]) -> None:
+    """tokenizers/<name>.json (the web tokenizer) and <name>.jsonl (texts with HF's ids)."""
+    (folder / f"{name}.json").write_text(
+        json.dumps(web.web_tokenizer(tokenizer_path), ensure_ascii=False), encoding="utf-8"
+    )
+    ids = web.reference_ids(tokenizer_path, fmt.Pooling(), texts)
+    with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+        for text, row in zip(texts, ids, strict=True):
+            handle.write(json.dumps({"text": text, "ids": row}, ensure_ascii=False) + "\n")
+
+
+def write_embeddings(
+    folder: Path,
+    name: str,
+    encoder: Encoder,
+    texts: list[str],
+    truncate_dim: int | None = None,
+    normalize_embeddings: bool = True,
+) -> None:
+    """embed/<name>.json (texts, dim, the JavaScript options) and <name>.f32 (Python's rows)."""
+    rows = encoder.encode(
+        texts, truncate_dim=truncate_dim, normalize_embeddings=normalize_embeddings
+    )
+    js_options = {"truncateDim": truncate_dim, "normalizeEmbeddings": normalize_embeddings}
+    spec = {"texts": texts, "dim": int(rows.shape[1]), "options": js_options}
+    (folder / f"{name}.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    (folder / f"{name}.f32").write_bytes(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+
+
+def tiny_variant(path: Path, normalizer: normalizers.Normalizer | None) -> Path:
+    """The tiny tokenizer with another normalizer (and the added tokens HF matches raw)."""
+    write_tiny_tokenizer(path)
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.normalizer = normalizer
+    tokenizer.add_special_tokens(["[CLS]", "[SEP]"])
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cases(web_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The expected data the Node test compares with (see tests/web/web.test.mjs)."""
+    root = tmp_path_factory.mktemp("web-cases")
+    ids, embed = root / "tokenizers", root / "embed"
+    ids.mkdir()
+    embed.mkdir()
+    adversarial = [text for _, text in adversarial_texts()]
+    fuzz = list(random_texts(np.random.default_rng(2026), FUZZ))
+    write_ids(ids, "adversarial", BERT_TOKENIZER, adversarial)
+    write_ids(ids, "fuzz", BERT_TOKENIZER, fuzz)
+    small = list(random_texts(np.random.default_rng(7), 2000))
+    for name, normalizer in {
+        "tiny-cased": normalizers.BertNormalizer(lowercase=False),
+        "tiny-accents-kept": normalizers.BertNormalizer(strip_accents=False),
+        "tiny-accents-stripped-cased": normalizers.BertNormalizer(
+            lowercase=False, strip_accents=True
+        ),
+        "tiny-no-chinese-no-clean": normalizers.BertNormalizer(
+            handle_chinese_chars=False, clean_text=False
+        ),
+        "tiny-no-normalizer": None,
+    }.items():
+        path = tiny_variant(root / f"{name}-tokenizer.json", normalizer)
+        write_ids(ids, name, path, [*adversarial, *small])
+    encoder = Encoder(web_folder)
+    write_embeddings(embed, "adversarial", encoder, adversarial)
+    write_embeddings(embed, "adversarial-64-raw", encoder, adversarial, truncate_dim=64,
+                     normalize_embeddings=False)  # fmt: skip
+    write_embeddings(embed, "fuzz", encoder, fuzz)
+    if SCIFACT.is_dir():
+        docs, queries = scifact_texts()
+        joined = [f"{title} {text}".strip() for title, text in docs]
+        texts = [text for doc in docs for text in doc] + joined + queries
+        write_ids(ids, "scifact", BERT_TOKENIZER, texts)
+        write_embeddings(embed, "scifact", encoder, joined + queries)
+    damaged = root / "damaged"
+    shutil.copytree(web_folder, damaged)
+    model = damaged / fmt.read_manifest(web_folder).variants["int8"].file
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1
+    model.write_bytes(bytes(data))
+    return root
+
+
+def test_javascript_tokenizer_and_encoder_under_node(web_folder: Path, cases: Path) -> None:
+    reason = node_missing()
+    if reason:
+        pytest.skip(reason)
+    if not SCIFACT.is_dir():
+        print(f"SciFact not found at {SCIFACT}: its texts are left out")
+    environment = {**os.environ, "SSE_WEB_FOLDER": str(web_folder), "SSE_WEB_CASES": str(cases)}
+    run = subprocess.run(
+        ["node", "--test", "--test-reporter=spec", str(WEB_TESTS / "web.test.mjs")],
+        cwd=WEB_TESTS,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    print(run.stdout[-6000:])
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
