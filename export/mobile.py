@@ -185,8 +185,8 @@ def _reference_ids(tokenizer_path: Path, pooling: fmt.Pooling) -> tuple[list[str
     texts = [text for _, text in adversarial_texts()]
     ids = []
     for text in texts:
-        encoding = tokenizer.encode(text[: pooling.max_chars], add_special_tokens=False)
-        ids.append(np.array(encoding.ids[: pooling.max_tokens], dtype=np.int64))
+        encoding = tokenizer.encode(pooling.cut_text(text), add_special_tokens=False)
+        ids.append(np.array(pooling.cut_ids(encoding.ids), dtype=np.int64))
     return texts, ids
 
 

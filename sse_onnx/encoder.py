@@ -195,9 +195,9 @@ class Encoder:
 
         if single and show_progress_bar is not True:
             # The latency path for one query: no blocks, no sorting, no padding.
-            cut = items[0][: self._pooling.max_chars]  # the family's truncation, if any
+            cut = self._pooling.cut_text(items[0])
             try:
-                ids = self._tokenizer.encode_one(cut)[: self._pooling.max_tokens]
+                ids = self._pooling.cut_ids(self._tokenizer.encode_one(cut))
             except TypeError as exc:
                 _raise_if_not_unicode(items, 0, exc)
                 raise
@@ -210,9 +210,7 @@ class Encoder:
         out = np.empty((len(items), self.dim), dtype=np.float32)
         with _progress(len(items), show_progress_bar) as advance:
             for start in range(0, len(items), BLOCK_TEXTS):
-                block = items[start : start + BLOCK_TEXTS]
-                if self._pooling.max_chars is not None:
-                    block = [text[: self._pooling.max_chars] for text in block]
+                block = list(map(self._pooling.cut_text, items[start : start + BLOCK_TEXTS]))
                 try:
                     flat, lengths = self._tokenizer.encode_flat(block)
                 except TypeError as exc:
@@ -230,9 +228,8 @@ class Encoder:
         """Graph outputs of texts given as their ids end to end and counts."""
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        if self._pooling.max_tokens is not None:  # the family keeps a text's first ids only
-            lengths = np.minimum(lengths, self._pooling.max_tokens)
-            ends = starts + lengths
+        lengths = self._pooling.cut_lengths(lengths)  # the family keeps a text's first ids
+        ends = starts + lengths
         if len(lengths) == 1 and lengths[0] <= CHUNK_TOKENS:  # one text: no sorting, no padding
             return self._run_padded(flat, starts, ends, fmt.SENTENCE_EMBEDDING)
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
@@ -264,7 +261,7 @@ class Encoder:
             calls = slice(first, first + per_call)
             sums = self._run_padded(seq, chunk_starts[calls], chunk_ends[calls], fmt.TOKEN_SUM)
             total += sums.sum(axis=0, dtype=np.float64)
-        kept = len(seq) - int(np.isin(seq, self._pooling.skip_token_ids).sum())
+        kept = self._pooling.counted(seq)
         mean = total / max(kept, 1)
         if self._pooling.head == "identity":
             return mean.astype(np.float32)

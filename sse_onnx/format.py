@@ -35,8 +35,9 @@ sequence]``) and the outputs:
 
 Token ids the family leaves out of the mean (:attr:`Pooling.skip_token_ids`) are masked inside
 the graph, so the graph alone gives the family's embedding of the ids it is fed; truncation
-(:attr:`Pooling.max_chars`, :attr:`Pooling.max_tokens`) and the family's own normalisation
-(:attr:`Pooling.normalize`) are the caller's part, read from the manifest.
+(:attr:`Pooling.max_chars`, :attr:`Pooling.max_tokens`, applied by :meth:`Pooling.cut_text` and
+:meth:`Pooling.cut_ids`) and the family's own normalisation (:attr:`Pooling.normalize`) are the
+caller's part, read from the manifest.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
 
 from sse_onnx._external_data import ProtobufError, external_tensors
 from sse_onnx.errors import ModelFormatError
@@ -188,6 +192,34 @@ class Pooling:
     def graph_outputs(self) -> tuple[str, ...]:
         """The outputs a graph with this pooling has."""
         return (SENTENCE_EMBEDDING, TOKEN_SUM, *(DYT_OUTPUTS if self.head == "dyt" else ()))
+
+    # The family's cuts and skips, as every runtime path applies them (the PyTorch reference of
+    # the exporter restates them on its own, to check these).
+
+    def cut_text(self, text: str) -> str:
+        """The part of ``text`` the family tokenizes: its first ``max_chars`` characters."""
+        return text if self.max_chars is None else text[: self.max_chars]
+
+    @overload
+    def cut_ids(self, ids: list[int]) -> list[int]: ...
+
+    @overload
+    def cut_ids(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
+
+    def cut_ids(self, ids: list[int] | npt.NDArray[np.int64]) -> list[int] | npt.NDArray[np.int64]:
+        """The ids the family keeps of a text's ids (without special tokens): the first
+        ``max_tokens``."""
+        return ids if self.max_tokens is None else ids[: self.max_tokens]
+
+    def cut_lengths(self, lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """:meth:`cut_ids` for texts of ``lengths`` ids laid end to end: how many each keeps."""
+        return lengths if self.max_tokens is None else np.minimum(lengths, self.max_tokens)
+
+    def counted(self, ids: npt.NDArray[np.int64]) -> int:
+        """How many of a text's (cut) ids count in the mean: those not in ``skip_token_ids``."""
+        if not self.skip_token_ids:
+            return len(ids)
+        return len(ids) - int(np.isin(ids, self.skip_token_ids).sum())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str) -> Pooling:
