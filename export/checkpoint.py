@@ -1,6 +1,7 @@
 """Reading a checkpoint: tensors, the tokenizer and JSON configs, never the checkpoint's code.
 
-The layouts read, detected by their files and tensor names (anything else is ignored):
+The layouts read are the table :data:`LAYOUTS`, which detection, loading and error messages all
+read; a layout is told by its files and then by its tensor names (anything else is ignored):
 
 - **SSE fp32** (e.g. stable-static-embedding-fast-retrieval-mrl-en-v2): ``model.safetensors``
   with exactly ``embedding.weight`` ``[vocab, dim]`` and ``dyt.alpha``, ``dyt.beta``,
@@ -32,16 +33,18 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from sse_export import families
-from sse_export.families import DYT_KEYS, TABLE_KEY
+from sse_export.families import DYT_KEYS, MODEL2VEC_CONFIG_FILE, MODULES_FILE, TABLE_KEY
 from sse_export.quantize import decode_sseq
 from sse_onnx.errors import CheckpointError
 from sse_onnx.format import TOKENIZER_FILE, Pooling, sha256_file
 
 __all__ = [
+    "LAYOUTS",
     "SSEQ_REST_FILE",
     "SSEQ_TABLE_FILE",
     "WEIGHTS_FILE",
     "Checkpoint",
+    "Layout",
     "default_checkpoint",
     "load_checkpoint",
 ]
@@ -53,6 +56,84 @@ SSEQ_TABLE_FILE = "embedding.q4_k_m.bin"
 SSEQ_REST_FILE = "model_rest.safetensors"
 
 Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One on-disk layout of a checkpoint: the files read besides ``tokenizer.json``, and what
+    the safetensors file among them holds.
+
+    Attributes:
+        name: How messages name the layout.
+        family: The family whose semantics an export follows, one of
+            :data:`sse_onnx.format.FAMILIES`.
+        source_format: ``"safetensors"``, or ``"sseq"`` for SSE's 4-bit files.
+        files: The files read, in order; any of them present tells the layout's files, and
+            the last one is the safetensors file holding ``tensors``.
+        tensors: The tensor names that file always holds.
+        optional: Tensor names it may hold as well.
+        marker: The prefix of a tensor name that tells this layout from the others with the
+            same files.
+        table: The tensor whose rows are averaged (SSEQ: decoded from the first file).
+        configs: JSON files whose content sets the family's rules (their sha256 is recorded),
+            read beside the weights or else at the checkpoint's root.
+    """
+
+    name: str
+    family: str
+    source_format: str
+    files: tuple[str, ...]
+    tensors: frozenset[str]
+    optional: frozenset[str] = frozenset()
+    marker: str = ""
+    table: str = TABLE_KEY
+    configs: tuple[str, ...] = ()
+
+    def holds(self) -> str:
+        """What the safetensors file holds, for messages."""
+        optional = f" and, optionally, {sorted(self.optional)}" if self.optional else ""
+        return f"exactly {sorted(self.tensors)}{optional}"
+
+
+#: Every layout read, in the order detection tries them (``model.safetensors`` before SSEQ).
+LAYOUTS: tuple[Layout, ...] = (
+    Layout(
+        "SSE",
+        "sse",
+        "safetensors",
+        (WEIGHTS_FILE,),
+        frozenset({TABLE_KEY, *DYT_KEYS}),
+        marker="dyt.",
+    ),
+    Layout(
+        "SSE 4-bit (SSEQ)",
+        "sse",
+        "sseq",
+        (SSEQ_TABLE_FILE, SSEQ_REST_FILE),
+        frozenset(DYT_KEYS),
+        marker="dyt.",
+    ),
+    Layout(
+        "Model2Vec",
+        "model2vec",
+        "safetensors",
+        (WEIGHTS_FILE,),
+        frozenset({"embeddings"}),
+        optional=frozenset({"weights", "mapping"}),
+        marker="embeddings",
+        table="embeddings",
+        configs=(MODEL2VEC_CONFIG_FILE,),
+    ),
+    Layout(
+        "sentence-transformers StaticEmbedding",
+        "sentence-transformers",
+        "safetensors",
+        (WEIGHTS_FILE,),
+        frozenset({TABLE_KEY}),
+        marker=TABLE_KEY,
+        configs=(MODULES_FILE,),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -122,62 +203,87 @@ def load_checkpoint(model: str | os.PathLike[str] | None = None) -> Checkpoint:
     root = default_checkpoint() if model is None else _resolve(model)
     folder = families.source_folder(root)
     tokenizer_path = folder / TOKENIZER_FILE
-    if (folder / WEIGHTS_FILE).is_file():
-        source_format, weights = "safetensors", [folder / WEIGHTS_FILE]
-    elif (folder / SSEQ_TABLE_FILE).is_file() or (folder / SSEQ_REST_FILE).is_file():
-        source_format, weights = "sseq", [folder / SSEQ_TABLE_FILE, folder / SSEQ_REST_FILE]
-    else:
-        raise CheckpointError(
-            f"{folder / WEIGHTS_FILE} is missing: a checkpoint folder holds {WEIGHTS_FILE} "
-            f"(SSE, sentence-transformers StaticEmbedding, possibly in "
-            f"{families.STATIC_MODULE_FOLDER}/, or Model2Vec; or, SSE 4-bit, {SSEQ_TABLE_FILE} "
-            f"and {SSEQ_REST_FILE}) and {TOKENIZER_FILE}; pass the folder that has them."
-        )
+    files = _layout_files(folder)
+    weights = [folder / name for name in files]
     for path in (*weights, tokenizer_path):
         if not path.is_file():
             raise CheckpointError(
                 f"{path} is missing; the checkpoint folder is incomplete, fetch it again."
             )
     vocab = _tokenizer_vocab_size(tokenizer_path)
-    if source_format == "sseq":
-        tensors = _read_tensors(weights[1])
-        families.check_keys(set(tensors), set(DYT_KEYS), weights[1], "an SSE 4-bit checkpoint")
-        tensors[TABLE_KEY] = _read_sseq_table(weights[0], vocab, tensors["dyt.alpha"].shape)
-        family = "sse"
-    else:
-        tensors = _read_tensors(weights[0])
-        family = families.family_of(set(tensors), weights[0])
+    tensors = _read_tensors(weights[-1])
+    layout = _layout_of(files, set(tensors), weights[-1])
+    if layout.source_format == "sseq":
+        tensors[layout.table] = _read_sseq_table(weights[0], vocab, tensors["dyt.alpha"].shape)
     # For SSEQ the table comes from the first file and the DyT vectors from the second.
-    table_key = "embeddings" if family == "model2vec" else TABLE_KEY
-    _check_tensors(tensors, weights[0], weights[-1], table_key)
-    pooling, configs = Pooling(), []
-    if family == "model2vec":
+    _check_tensors(tensors, weights[0], weights[-1], layout.table)
+    pooling = Pooling()
+    if layout.family == "model2vec":
         tensors = {TABLE_KEY: families.fold_model2vec(tensors, vocab, weights[0])}
         pooling = families.model2vec_pooling(folder, tokenizer_path)
-        configs = [folder / families.MODEL2VEC_CONFIG_FILE]
-    elif family == "sentence-transformers":
+    elif layout.family == "sentence-transformers":
         pooling = families.static_embedding_pooling(root, tokenizer_path)
-        configs = [root / families.MODULES_FILE]
+    configs = [
+        next((place / name for place in (folder, root) if (place / name).is_file()), None)
+        for name in layout.configs
+    ]
     table = tensors[TABLE_KEY]
     if vocab != table.shape[0]:
         raise CheckpointError(
             f"{tokenizer_path} has {vocab} tokens but {weights[0]} has {table.shape[0]} table "
             "rows; the tokenizer belongs to another model, use the one saved with these weights."
         )
-    read = [*weights, tokenizer_path, *(path for path in configs if path.is_file())]
+    read = [*weights, tokenizer_path, *(path for path in configs if path is not None)]
     return Checkpoint(
         name=_model_name(root),
         folder=root,
-        source_format=source_format,
+        source_format=layout.source_format,
         table=table,
         alpha=tensors.get("dyt.alpha"),
         beta=tensors.get("dyt.beta"),
         bias=tensors.get("dyt.bias"),
         tokenizer_path=tokenizer_path,
         source_sha256={path.name: sha256_file(path) for path in read},
-        family=family,
+        family=layout.family,
         pooling=pooling,
     )
+
+
+def _layout_files(folder: Path) -> tuple[str, ...]:
+    """The files of the first layouts (in :data:`LAYOUTS` order) of which ``folder`` has one."""
+    for files in dict.fromkeys(layout.files for layout in LAYOUTS):
+        if any((folder / name).is_file() for name in files):
+            return files
+    kinds = "; ".join(f"{layout.name}: {' and '.join(layout.files)}" for layout in LAYOUTS)
+    raise CheckpointError(
+        f"{folder / WEIGHTS_FILE} is missing: a checkpoint folder holds {TOKENIZER_FILE} and the "
+        f"weights of one layout ({kinds}; sentence-transformers' possibly in "
+        f"{families.STATIC_MODULE_FOLDER}/); pass the folder that has them."
+    )
+
+
+def _layout_of(files: tuple[str, ...], keys: set[str], where: Path) -> Layout:
+    """The layout with these files whose tensor names ``keys`` are, checked to be exactly its.
+
+    Raises:
+        CheckpointError: if the names fit no layout, or miss or add to the one they mark,
+            naming what each layout holds.
+    """
+    candidates = [layout for layout in LAYOUTS if layout.files == files]
+    layout = next((c for c in candidates if any(key.startswith(c.marker) for key in keys)), None)
+    if layout is None:
+        fits = "; ".join(f"{c.name} ({c.holds()})" for c in candidates)
+        raise CheckpointError(
+            f"{where} holds the keys {sorted(keys)}, which fit no supported family: {fits}."
+        )
+    missing = sorted(layout.tensors - keys)
+    unexpected = sorted(keys - layout.tensors - layout.optional)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: missing keys {missing}, unexpected keys {unexpected}; the {where.name} of "
+            f"a {layout.name} checkpoint holds {layout.holds()}."
+        )
+    return layout
 
 
 def _check_tensors(
@@ -252,7 +358,8 @@ def _resolve(model: str | os.PathLike[str]) -> Path:
         ) from exc
     try:
         nested = f"{families.STATIC_MODULE_FOLDER}/{WEIGHTS_FILE}"
-        patterns = [WEIGHTS_FILE, nested, SSEQ_TABLE_FILE, SSEQ_REST_FILE, "*.json", "README.md"]
+        files = dict.fromkeys(name for layout in LAYOUTS for name in layout.files)
+        patterns = [*files, nested, "*.json", "README.md"]
         local = snapshot_download(text, allow_patterns=patterns)
     except Exception as exc:  # offline, unknown repo, auth: the hub client has many classes
         raise CheckpointError(

@@ -1,7 +1,8 @@
 """Checkpoint families: which library's semantics a folder follows, and what those are.
 
 A static-embedding model is a token table and a mean; the families differ in what surrounds
-the mean. The family is told by the tensor names in ``model.safetensors`` (never by code):
+the mean. The family is told by the tensor names in ``model.safetensors`` (never by code; the
+layouts, their files and tensor names are the table :data:`sse_export.checkpoint.LAYOUTS`):
 
 - **sse**: ``embedding.weight`` and ``dyt.alpha``, ``dyt.beta``, ``dyt.bias`` (or the SSEQ
   4-bit files): SSE's reference, a DyT head, no truncation, ``[UNK]`` kept.
@@ -40,8 +41,6 @@ __all__ = [
     "DYT_KEYS",
     "MODEL2VEC_DEFAULT_MAX_LENGTH",
     "TABLE_KEY",
-    "check_keys",
-    "family_of",
     "fold_model2vec",
     "is_matryoshka",
     "model2vec_pooling",
@@ -53,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 TABLE_KEY = "embedding.weight"
 DYT_KEYS = ("dyt.alpha", "dyt.beta", "dyt.bias")
-MODEL2VEC_KEYS = frozenset({"embeddings", "weights", "mapping"})
 MODULES_FILE = "modules.json"
 ST_CONFIG_FILE = "config_sentence_transformers.json"
 MODEL2VEC_CONFIG_FILE = "config.json"
@@ -66,42 +64,6 @@ CARD_FILES = ("README.md", MODEL2VEC_CONFIG_FILE, ST_CONFIG_FILE)
 _MATRYOSHKA = re.compile(r"matryoshka|\bmrl\b", re.IGNORECASE)
 
 Array = npt.NDArray[np.float32]
-
-
-def check_keys(keys: set[str], expected: set[str], where: Path, holder: str) -> None:
-    """Raise unless ``keys`` are exactly ``expected``, naming the missing and unexpected ones."""
-    missing, unexpected = sorted(expected - keys), sorted(keys - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where}: missing keys {missing}, unexpected keys {unexpected}; this file of "
-            f"{holder} holds exactly {sorted(expected)}."
-        )
-
-
-def family_of(keys: set[str], where: Path) -> str:
-    """The family of a ``model.safetensors`` from its tensor names.
-
-    Raises:
-        CheckpointError: if the names fit no family, naming what each family holds.
-    """
-    if any(key.startswith("dyt.") for key in keys):
-        check_keys(keys, {TABLE_KEY, *DYT_KEYS}, where, "an SSE checkpoint")
-        return "sse"
-    if "embeddings" in keys:
-        if keys - MODEL2VEC_KEYS:
-            raise CheckpointError(
-                f"{where}: unexpected keys {sorted(keys - MODEL2VEC_KEYS)}; a Model2Vec "
-                "model.safetensors holds embeddings and, optionally, weights and mapping."
-            )
-        return "model2vec"
-    if TABLE_KEY in keys:
-        check_keys(keys, {TABLE_KEY}, where, "a sentence-transformers StaticEmbedding")
-        return "sentence-transformers"
-    raise CheckpointError(
-        f"{where} holds the keys {sorted(keys)}, which fit no supported family: SSE "
-        f"({TABLE_KEY} and {', '.join(DYT_KEYS)}), sentence-transformers StaticEmbedding "
-        f"({TABLE_KEY}) or Model2Vec (embeddings, optionally weights and mapping)."
-    )
 
 
 def source_folder(folder: Path) -> Path:

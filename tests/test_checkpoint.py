@@ -12,6 +12,7 @@ import pytest
 
 from conftest import TINY_VOCAB, sse_arrays, write_checkpoint
 from sse_export import load_checkpoint
+from sse_export.checkpoint import LAYOUTS
 from sse_export.cli import main
 from sse_onnx import CheckpointError
 
@@ -82,6 +83,14 @@ def test_missing_folder_and_files(tmp_path: Path, tiny_checkpoint: Path) -> None
             load_checkpoint(folder)
     with pytest.raises(CheckpointError, match="is a file; pass the checkpoint folder"):
         load_checkpoint(tiny_checkpoint / "model.safetensors")
+
+
+def test_a_folder_without_weights_names_every_layout(tmp_path: Path, tiny_tokenizer: Path) -> None:
+    shutil.copy(tiny_tokenizer, tmp_path / "tokenizer.json")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is missing") as caught:
+        load_checkpoint(tmp_path)
+    for layout in LAYOUTS:
+        assert f"{layout.name}: {' and '.join(layout.files)}" in str(caught.value)
 
 
 def test_damaged_files(tmp_path: Path, tiny_checkpoint: Path) -> None:

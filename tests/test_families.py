@@ -463,8 +463,8 @@ def broken(kind: str, tmp_path: Path, tokenizer: Path) -> Path:
 
 BROKEN = [
     ("no family", r"keys \['vectors'\], which fit no supported family: SSE"),
-    ("model2vec extra key", r"unexpected keys \['foo'\]; a Model2Vec model.safetensors holds"),
-    ("static extra key", r"unexpected keys \['other'\]; this file of a sentence-transformers"),
+    ("model2vec extra key", r"unexpected keys \['foo'\]; the model.safetensors of a Model2Vec"),
+    ("static extra key", r"\['other'\]; the model.safetensors of a sentence-transformers Static"),
     ("no config", r"config.json is missing: a Model2Vec model reads normalize and max_length"),
     ("bad config", r"normalize='yes', max_length=512; expected a bool"),
     ("vectors for another vocabulary", r"has 32 tokens but .* has 30 table rows"),
