@@ -3,7 +3,7 @@
 The first non-blank line is the query; the other lines are printed most similar first, each
 after its cosine similarity with the query. ``--matrix`` prints every pair instead. The bundled
 default model (int8, 256 dimensions) is used unless ``--model`` names an exported folder. This
-is also the entry point of the desktop bundle (``desktop/build.sh``).
+is also the entry point of the desktop bundle (``export/desktop/build.sh``).
 
 Example::
 

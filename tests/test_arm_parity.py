@@ -1,4 +1,5 @@
-"""arm/parity.py, the checker of arm/run.sh: it passes equal outputs and names every difference.
+"""tests/arm/parity.py, the checker of tests/arm/run.sh: it passes equal outputs and names every
+difference.
 
 The emulated aarch64 run itself is too slow for the suite (see the README's ARM section); this
 keeps its two steps working against the runtime on this machine.
@@ -20,7 +21,8 @@ from conftest import ROOT
 
 @pytest.fixture(scope="module")
 def parity() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("arm_parity", ROOT / "arm" / "parity.py")
+    path = ROOT / "tests" / "arm" / "parity.py"
+    spec = importlib.util.spec_from_file_location("arm_parity", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

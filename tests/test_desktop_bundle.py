@@ -1,5 +1,5 @@
-"""desktop/build.sh: the sse-demo bundle builds, holds no training stack, and runs with an empty
-environment outside the repository, giving the runtime's own similarities (about 45 s)."""
+"""export/desktop/build.sh: the sse-demo bundle builds, holds no training stack, and runs with an
+empty environment outside the repository, giving the runtime's own similarities (about 45 s)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ TEXTS = ["a cat sat on the mat", "a kitten rested on a rug", "the stock market f
 def test_bundle_builds_and_runs_without_python_packages(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable}
     build = subprocess.run(
-        ["bash", str(ROOT / "desktop" / "build.sh"), str(tmp_path / "dist")],
+        ["bash", str(ROOT / "export" / "desktop" / "build.sh"), str(tmp_path / "dist")],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]

@@ -1,6 +1,6 @@
 """ARM parity: the runtime on aarch64 against x86, on models exported on x86.
 
-``arm/run.sh`` runs the three steps; each can be run alone:
+``tests/arm/run.sh`` runs the three steps; each can be run alone:
 
 - ``prepare`` (x86, with the ``export`` extra): writes ``texts.json``, the exporter's
   adversarial set, the judged SciFact queries and the SciFact corpus (``title + " " + text``),
@@ -20,9 +20,9 @@ runtime, while ``prepare`` and ``compare`` use the exporter's texts and toleranc
 
 Example::
 
-    python arm/parity.py prepare --out texts.json
-    python arm/parity.py embed --model sse-256 --texts texts.json --rank int8 --out x86.npz
-    python arm/parity.py compare x86.npz arm.npz --report report.json
+    python tests/arm/parity.py prepare --out texts.json
+    python tests/arm/parity.py embed --model sse-256 --texts texts.json --rank int8 --out x86.npz
+    python tests/arm/parity.py compare x86.npz arm.npz --report report.json
 """
 
 from __future__ import annotations

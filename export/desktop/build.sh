@@ -2,8 +2,8 @@
 # Build the sse-demo desktop bundle: one folder with its own Python, numpy, onnxruntime,
 # tokenizers and the bundled default model, which runs where no Python packages are installed.
 #
-# Usage: desktop/build.sh [DIST_DIR]     (default: dist/ in the repository; run the bundle as
-#                                         DIST_DIR/sse-demo/sse-demo)
+# Usage: export/desktop/build.sh [DIST_DIR]
+#        (default: dist/ in the repository; run the bundle as DIST_DIR/sse-demo/sse-demo)
 # Environment (both shrink the bundle; see the README's "Desktop bundle" section for sizes):
 #   SSE_DESKTOP_ONNXRUNTIME=1.20.1   pin onnxruntime (newer releases are larger)
 #   SSE_DESKTOP_NUMPY_NO_BLAS=1      build numpy from source without BLAS, dropping the
@@ -15,7 +15,7 @@
 # binaries that carry them, then runs the bundle from outside the repository with an empty
 # environment and prints its size.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 python=${PYTHON:-python3}
 dist=$(mkdir -p "${1:-$repo/dist}" && cd "${1:-$repo/dist}" && pwd)
 work=$(mktemp -d)
@@ -37,7 +37,7 @@ pins=()
 [ -z "${SSE_DESKTOP_ONNXRUNTIME:-}" ] || pins+=("onnxruntime==$SSE_DESKTOP_ONNXRUNTIME")
 "${pip[@]}" "$work/src[desktop]" "${pins[@]}"
 nice "$work/venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath "$dist" \
-  --workpath "$work/build" "$repo/desktop/sse-demo.spec"
+  --workpath "$work/build" "$repo/export/desktop/sse-demo.spec"
 bundle=$dist/sse-demo
 
 # PyInstaller's own strip would also strip the libraries vendored by the wheels (*.libs/),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runtime on linux/aarch64, under qemu-user emulation, against models exported on x86.
 #
-# Usage: arm/run.sh [WORK_DIR]      (default: a new temporary folder, removed at the end)
+# Usage: tests/arm/run.sh [WORK_DIR]    (default: a new temporary folder, removed at the end)
 #
 # Needs Debian's apt (root, to add the arm64 architecture and qemu-user-static when missing)
 # and a Python with this project installed with the `export` extra: $PYTHON, default `python3`
@@ -12,12 +12,13 @@
 #    run as `qemu-aarch64-static -L sysroot`, and aarch64 wheels of numpy, onnxruntime and
 #    tokenizers from PyPI.
 # 2. On x86: `sse-export` writes fp32, int8, int4 and int4_block at 256 dims; a virtualenv with
-#    the same numpy, onnxruntime and tokenizers versions runs `arm/parity.py embed`.
-# 3. Under emulation: the same `arm/parity.py embed`, then `arm/parity.py compare` checks token
-#    ids, outputs and SciFact top-10 rankings, and the runtime-only tests run under emulation.
+#    the same numpy, onnxruntime and tokenizers versions runs `tests/arm/parity.py embed`.
+# 3. Under emulation: the same `tests/arm/parity.py embed`, then `tests/arm/parity.py compare`
+#    checks token ids, outputs and SciFact top-10 rankings, and the runtime-only tests run
+#    under emulation.
 # A WORK_DIR given again reuses its sysroot, wheels, models and virtualenv.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 python=${PYTHON:-python3}
 # onnxruntime 1.28 and newer crash on import under qemu-user 7.2 (Debian 12); 1.27.0 runs.
 ort_version=${SSE_ARM_ONNXRUNTIME:-1.27.0}
@@ -92,8 +93,8 @@ step "x86: export, texts and reference outputs"
 models=$work/models
 [ -f "$models/manifest.json" ] || nice "$python" -m sse_export.cli --quiet --dim 256 \
   --variants fp32 int8 int4 int4_block --no-report --output "$models"
-[ -f "$work/texts.json" ] || "$python" "$repo/arm/parity.py" prepare --out "$work/texts.json"
-embed=("$repo/arm/parity.py" embed --model "$models" --texts "$work/texts.json" --rank int8)
+[ -f "$work/texts.json" ] || "$python" "$repo/tests/arm/parity.py" prepare --out "$work/texts.json"
+embed=("$repo/tests/arm/parity.py" embed --model "$models" --texts "$work/texts.json" --rank int8)
 PYTHONPATH=$repo PYTHONDONTWRITEBYTECODE=1 nice "$x86_python" -s "${embed[@]}" \
   --out "$work/x86.npz"
 
@@ -102,7 +103,7 @@ step "aarch64 (emulated): the same outputs"
 
 step "compare aarch64 with x86"
 status=0
-"$python" "$repo/arm/parity.py" compare "$work/x86.npz" "$work/arm.npz" \
+"$python" "$repo/tests/arm/parity.py" compare "$work/x86.npz" "$work/arm.npz" \
   --report "$work/report.json" || status=1
 
 step "aarch64 (emulated): runtime-only tests"

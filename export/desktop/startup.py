@@ -5,7 +5,7 @@ dropped before each of the cold runs, as after a reboot. Prints median, min and 
 
 Example::
 
-    python desktop/startup.py dist/sse-demo/sse-demo --drop-caches
+    python export/desktop/startup.py dist/sse-demo/sse-demo --drop-caches
 """
 
 from __future__ import annotations

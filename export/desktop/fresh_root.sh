@@ -2,7 +2,7 @@
 # Run a built sse-demo bundle on a "fresh machine": a chroot holding nothing but Debian's libc6
 # and zlib1g (the two libraries the bundle takes from the system) and /proc.
 #
-# Usage: desktop/fresh_root.sh BUNDLE_DIR     (e.g. dist/sse-demo; needs root, apt-get, chroot)
+# Usage: export/desktop/fresh_root.sh BUNDLE_DIR     (e.g. dist/sse-demo; needs root, apt-get, chroot)
 set -euo pipefail
 bundle=$(cd "$1" && pwd)
 root=$(mktemp -d)
