@@ -36,7 +36,7 @@ fi
 step() { printf '\n== %s (%ds)\n' "$1" $((SECONDS - start)); }
 
 "$python" -c "import sse_export" 2>/dev/null || {
-  echo "$python cannot import sse_export: activate a virtualenv with pip install -e '.[export]'" \
+  echo "$python cannot import sse_export: activate a virtualenv with pip install -e . -e ./export" \
     "or set PYTHON to its python." >&2
   exit 1
 }
