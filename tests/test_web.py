@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import pytest
 from test_fast_tokenizer import random_texts
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from conftest import BERT_TOKENIZER, EVAL_DATA, TINY_VOCAB, write_tiny_tokenizer
+from conftest import BERT_TOKENIZER, EVAL_DATA, ROOT, TINY_VOCAB, write_tiny_tokenizer
 from sse_export import web
 from sse_export.adversarial import adversarial_texts
 from sse_export.cli import main
@@ -229,3 +230,29 @@ def test_javascript_tokenizer_and_encoder_under_node(web_folder: Path, cases: Pa
     )
     print(run.stdout[-6000:])
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+
+
+def test_chromium_gives_nodes_results(web_folder: Path, tmp_path: Path) -> None:
+    """bench/web.py in smoke mode: a page on 127.0.0.1 in headless Chromium embeds the
+    adversarial set and the SciFact queries with onnxruntime-web; ids and vectors must equal
+    Node's (and HF's ids, the Python vectors within 1e-5, which the script checks itself)."""
+    reason = node_missing() or (None if shutil.which("chromium") else "chromium is missing")
+    if reason:
+        pytest.skip(reason)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "web.py"), "--smoke", "--folder", str(web_folder),
+         "--out", str(tmp_path), "--data", str(EVAL_DATA)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((tmp_path / "web.json").read_text(encoding="utf-8"))
+    assert summary["chromium"].startswith(("Chrome/", "HeadlessChrome/"))
+    assert summary["browser_ids_equal_node_ids"]
+    assert summary["browser_vs_node_web_max_abs_diff"] <= 1e-6
+    assert summary["texts"] == len(adversarial_texts()) + summary["queries"]
+    if SCIFACT.is_dir():
+        assert summary["queries"] == 50
+    for name, result in summary["runs"].items():
+        assert result["max_abs_diff_vs_python"] <= 1e-5, name
