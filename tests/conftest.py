@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,14 +17,22 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 ROOT = Path(__file__).resolve().parents[1]
 BERT_TOKENIZER = ROOT / "models" / "default" / "tokenizer.json"
 #: The real evaluation data, for the few tests that need it (they skip where it is absent).
 EVAL_DATA = Path(os.environ.get("SSE_DATA") or ROOT.parent / "shared" / "data")
-# Exports in tests measure quality on the adversarial set only, unless a test passes eval_data.
-os.environ["SSE_DATA"] = str(Path(tempfile.mkdtemp(prefix="sse-no-data-")))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis's folder (its example database and a cache it writes while collecting) goes
+    into pytest's own cache folder rather than a second folder in the working tree."""
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        set_hypothesis_home_dir(cache.mkdir("hypothesis"))
+
 
 TINY_VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog",

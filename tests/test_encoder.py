@@ -89,7 +89,7 @@ def test_similarity(encoder: Encoder) -> None:
     assert scores.shape == (2, 2)
     np.testing.assert_allclose(np.diag(scores), 1.0, atol=1e-6)
     np.testing.assert_allclose(scores[0, 1], a[0] @ a[1], atol=1e-6)
-    assert Encoder.similarity is similarity
+    np.testing.assert_array_equal(encoder.similarity(a, a), scores)  # the method form
     with pytest.raises(ValueError, match="same dim"):
         similarity(np.ones((2, 3)), np.ones((2, 4)))
 
@@ -267,9 +267,12 @@ def test_manifest_not_json(folder: Path, tmp_path: Path) -> None:
 
 
 def test_errors_share_one_base(folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(SSEError):
+    with pytest.raises(SSEError, match="does not exist"):
         Encoder(tmp_path / "nowhere")
-    assert issubclass(ModelFormatError, ValueError)
+    broken = copy_of(folder, tmp_path)
+    (broken / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):  # callers catching ValueError see it
+        Encoder(broken)
 
 
 def test_progress_bar_is_optional(encoder: Encoder, capsys: pytest.CaptureFixture[str]) -> None:
