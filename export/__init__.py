@@ -10,7 +10,26 @@ Example:
 
 from __future__ import annotations
 
-from sse_export.checkpoint import Checkpoint, load_checkpoint
-from sse_export.exporter import ExportResult, export
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sse_export.checkpoint import Checkpoint, load_checkpoint
+    from sse_export.exporter import ExportResult, export
 
 __all__ = ["Checkpoint", "ExportResult", "export", "load_checkpoint"]
+
+#: Where each public name lives. They are imported on first use, so that importing a light
+#: module of the package (``sse_export.evaluate``, numpy only) does not load torch and onnx.
+_HOMES = {
+    "Checkpoint": "sse_export.checkpoint",
+    "load_checkpoint": "sse_export.checkpoint",
+    "ExportResult": "sse_export.exporter",
+    "export": "sse_export.exporter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'sse_export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
