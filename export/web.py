@@ -355,9 +355,9 @@ def reference_ids(
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    cut = [text[: pooling.max_chars] for text in texts]
+    cut = [pooling.cut_text(text) for text in texts]
     encodings = tokenizer.encode_batch(cut, add_special_tokens=False)
-    return [list(e.ids[: pooling.max_tokens]) for e in encodings]
+    return [pooling.cut_ids(list(e.ids)) for e in encodings]
 
 
 def _write_parity(folder: Path, manifest: fmt.Manifest) -> None:

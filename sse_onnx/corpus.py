@@ -57,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from sse_onnx import errors
+from sse_onnx import format as fmt
 from sse_onnx.embeddings import PRECISIONS, Precision, quantize
 from sse_onnx.encoder import BLOCK_TEXTS, Encoder
 from sse_onnx.errors import CorpusError, SSEError
@@ -681,7 +682,7 @@ def _shared_encoder(model: str | None, variant: str | None, threads: int) -> Enc
 
 @lru_cache(maxsize=4)
 def _shared_tokenizer(encoder: Encoder) -> TextTokenizer:
-    return TextTokenizer(encoder.folder / encoder.manifest.tokenizer.file)
+    return TextTokenizer(fmt.entry_path(encoder.folder, encoder.manifest.tokenizer))
 
 
 def _ray_assigned_cpus() -> int | None:
