@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, overload
@@ -15,7 +18,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from sse_onnx import format as fmt
-from sse_onnx.embeddings import PRECISIONS, Precision, normalize, quantize, similarity
+from sse_onnx.embeddings import PRECISIONS, Precision, quantize, similarity
 from sse_onnx.errors import ModelFormatError, SSEError
 from sse_onnx.tokenizer import TextTokenizer, TokenIds
 
@@ -34,8 +37,19 @@ TOKEN_BUDGET = 1 << 12
 #: Token sequences longer than this are embedded in chunks whose sums are added.
 CHUNK_TOKENS = 1 << 12
 #: Texts tokenized per block; bounds the memory held by token ids of a large call while
-#: leaving enough texts to sort by length.
-BLOCK_TEXTS = 1 << 10
+#: leaving enough texts to sort by length. Blocks are also the work the threads of a large
+#: call share (every thread count cuts the same blocks, so results do not depend on it).
+BLOCK_TEXTS = 1 << 8
+#: Calls with fewer texts than this run on the calling thread alone: starting threads and
+#: handing blocks between them costs more than they save on a few blocks.
+PARALLEL_TEXTS = 4 * BLOCK_TEXTS
+#: Texts a thread tokenizes before it lets go of the GIL, so that a thread whose graph call
+#: has returned gets it back within ~0.1 ms instead of Python's 5 ms switch interval.
+PAUSE_TEXTS = 4
+#: Largest thread count accepted.
+MAX_THREADS = 1 << 10
+
+Runner = Callable[[list[str], dict[str, npt.NDArray[np.int64]]], list[npt.NDArray[np.float32]]]
 
 
 class Encoder:
@@ -49,7 +63,10 @@ class Encoder:
         model: A folder written by ``sse-export``; ``None`` loads the bundled default model.
         variant: Which model file of the folder to run (see its ``manifest.json``); ``None``
             takes the folder's default variant.
-        threads: onnxruntime intra-op threads; ``None`` lets onnxruntime use every core.
+        threads: Cores a call on many texts uses: its blocks of texts are tokenized and
+            embedded by up to this many threads at once, each graph call on one core (the
+            GIL is released while onnxruntime runs). ``None`` takes every core this process
+            may use. One text, or a few hundred, always run on the calling thread alone.
 
     Raises:
         ModelFormatError: if the folder is missing a file, holds a corrupt model, or was
@@ -84,10 +101,17 @@ class Encoder:
             raise TypeError(f"threads must be an int or None, not {type(threads).__name__}.")
         if threads is not None and threads < 1:
             raise ValueError(f"threads={threads} must be at least 1 (or None for all cores).")
+        if threads is not None and threads > MAX_THREADS:
+            raise ValueError(
+                f"threads={threads} is too large; pass at most {MAX_THREADS} (os.cpu_count() "
+                f"is {os.cpu_count()})."
+            )
         model_path = _checked_file(folder, manifest.variants[chosen])
         fmt.check_self_contained(model_path)
         tokenizer_path = _checked_file(folder, manifest.tokenizer)
-        self._session = _open_session(model_path, threads, manifest.pooling.graph_outputs)
+        self._session = _open_session(model_path, manifest.pooling.graph_outputs)
+        self._graph_run = _runner(self._session)
+        self.threads = threads if threads is not None else _usable_cores()
         outputs = {output.name: output.shape for output in self._session.get_outputs()}
         width = (outputs[fmt.SENTENCE_EMBEDDING] or [None])[-1]
         if isinstance(width, int) and width != manifest.dim:
@@ -108,6 +132,11 @@ class Encoder:
         self._head: tuple[npt.NDArray[np.float64], ...] | None = None
         self._pad = np.array([manifest.pad_token_id], dtype=np.int64)
         self._ones = np.ones((1, CHUNK_TOKENS), dtype=np.int64)
+        self._empty_feeds = {
+            fmt.INPUT_IDS: self._pad[None],
+            fmt.ATTENTION_MASK: np.zeros((1, 1), dtype=np.int64),
+        }
+        self._embedding_output = [fmt.SENTENCE_EMBEDDING]
         self._pooling = manifest.pooling
 
     @property
@@ -181,8 +210,29 @@ class Encoder:
             TypeError: if an item is not a string (the message names its index).
             ValueError: for a bad ``batch_size``, ``truncate_dim`` or ``precision``.
         """
+        if texts.__class__ is str and show_progress_bar is not True:
+            # The latency path for one query: no blocks, no sorting, no padding, no copies.
+            return self._encode_one(
+                texts, batch_size, normalize_embeddings, truncate_dim, precision
+            )
         single = isinstance(texts, str)
         items: list[str] = [texts] if isinstance(texts, str) else _checked_texts(texts)
+        dim = self._checked_options(batch_size, truncate_dim, precision)
+        if single and show_progress_bar is not True:  # a str subclass
+            return self._encode_one(items[0], batch_size, normalize_embeddings, dim, precision)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        with _progress(len(items), show_progress_bar) as advance:
+            self._embed_blocks(items, batch_size, out, advance)
+        if self._pooling.normalize:
+            _normalize_in_place(out)
+        embeddings = out[:, :dim]
+        if normalize_embeddings:
+            _normalize_in_place(embeddings)
+        result = quantize(np.ascontiguousarray(embeddings), precision)
+        return result[0] if single else result
+
+    def _checked_options(self, batch_size: int, truncate_dim: int | None, precision: str) -> int:
+        """The width to keep, after checking the options of ``encode``."""
         _check_positive_int("batch_size", batch_size)
         dim = self.dim if truncate_dim is None else truncate_dim
         _check_positive_int("truncate_dim", dim)
@@ -192,37 +242,111 @@ class Encoder:
             raise ValueError(
                 f"precision={precision!r} is not supported; choose one of {PRECISIONS}."
             )
+        return dim
 
-        if single and show_progress_bar is not True:
-            # The latency path for one query: no blocks, no sorting, no padding.
-            cut = self._pooling.cut_text(items[0])
-            try:
-                ids = self._pooling.cut_ids(self._tokenizer.encode_one(cut))
-            except TypeError as exc:
-                _raise_if_not_unicode(items, 0, exc)
-                raise
-            row = self._run_one(ids) if len(ids) <= CHUNK_TOKENS else self._embed_long(ids)[None]
-            row = (normalize(row) if self._pooling.normalize else row)[:, :dim]
-            one: npt.NDArray[Any] = quantize(
-                normalize(row) if normalize_embeddings else row, precision
-            )[0]
-            return one
-        out = np.empty((len(items), self.dim), dtype=np.float32)
-        with _progress(len(items), show_progress_bar) as advance:
-            for start in range(0, len(items), BLOCK_TEXTS):
-                block = list(map(self._pooling.cut_text, items[start : start + BLOCK_TEXTS]))
-                try:
-                    flat, lengths = self._tokenizer.encode_flat(block)
-                except TypeError as exc:
-                    _raise_if_not_unicode(block, start, exc)
-                    raise
-                out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
-                advance(len(block))
-        embeddings = (normalize(out) if self._pooling.normalize else out)[:, :dim]
+    def _encode_one(
+        self,
+        text: str,
+        batch_size: int,
+        normalize_embeddings: bool,
+        truncate_dim: int | None,
+        precision: Precision,
+    ) -> npt.NDArray[Any]:
+        """``encode(text)`` for one string: the same values as its row of ``encode([text])``."""
+        if truncate_dim is None and precision == "float32" and batch_size.__class__ is int:
+            dim = self._checked_options(batch_size, None, precision) if batch_size < 1 else self.dim
+        else:
+            dim = self._checked_options(batch_size, truncate_dim, precision)
+        pooling = self._pooling
+        try:
+            ids = pooling.cut_ids(self._tokenizer.encode_one(pooling.cut_text(text)))
+        except TypeError as exc:
+            _raise_if_not_unicode([text], 0, exc)
+            raise
+        row = self._run_one(ids) if ids.size <= CHUNK_TOKENS else self._embed_long(ids)
+        if pooling.normalize:
+            row = _normalized_row(row)
+        if dim < self.dim:
+            row = row[:dim]
         if normalize_embeddings:
-            embeddings = normalize(embeddings)
-        result = quantize(np.ascontiguousarray(embeddings), precision)
-        return result[0] if single else result
+            row = _normalized_row(row)
+        if precision == "float32":
+            return row
+        one: npt.NDArray[Any] = quantize(row[None], precision)[0]
+        return one
+
+    def _embed_blocks(
+        self,
+        texts: list[str],
+        batch_size: int,
+        out: npt.NDArray[np.float32],
+        advance: Callable[[int], object],
+    ) -> None:
+        """Fill ``out`` with the graph outputs of ``texts``, block by block, on up to
+        ``self.threads`` threads.
+
+        Each thread takes the next block, tokenizes it (holding the GIL) and runs its graph
+        calls (onnxruntime lets go of the GIL meanwhile), so one thread tokenizes while the
+        others' graph calls run. Blocks are the same whatever the thread count, and so are the
+        results.
+        """
+        starts = range(0, len(texts), BLOCK_TEXTS)
+        workers = min(self.threads, len(starts)) if len(texts) >= PARALLEL_TEXTS else 1
+        if workers == 1:
+            for start in starts:
+                self._embed_block(texts, start, batch_size, out, pause=False)
+                advance(min(BLOCK_TEXTS, len(texts) - start))
+            return
+        queue = iter(starts)  # next() on a range iterator is atomic under the GIL
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for start in queue:
+                    if failures:
+                        return
+                    self._embed_block(texts, start, batch_size, out, pause=True)
+                    advance(min(BLOCK_TEXTS, len(texts) - start))
+            except BaseException as exc:  # re-raised on the calling thread
+                failures.append(exc)
+
+        helpers = [threading.Thread(target=work, daemon=True) for _ in range(workers - 1)]
+        for helper in helpers:
+            helper.start()
+        work()
+        for helper in helpers:
+            helper.join()
+        if failures:
+            raise failures[0]
+
+    def _embed_block(
+        self,
+        texts: list[str],
+        start: int,
+        batch_size: int,
+        out: npt.NDArray[np.float32],
+        *,
+        pause: bool,
+    ) -> None:
+        """Tokenize and embed ``texts[start:start + BLOCK_TEXTS]`` into the same rows of ``out``.
+
+        With ``pause``, the GIL is let go every :data:`PAUSE_TEXTS` texts (same ids).
+        """
+        block = list(map(self._pooling.cut_text, texts[start : start + BLOCK_TEXTS]))
+        try:
+            if pause:
+                parts = []
+                for first in range(0, len(block), PAUSE_TEXTS):
+                    parts.append(self._tokenizer.encode_flat(block[first : first + PAUSE_TEXTS]))
+                    time.sleep(0)  # lets a thread waiting for the GIL take it
+                flat = np.concatenate([ids for ids, _ in parts])
+                lengths = np.concatenate([counts for _, counts in parts])
+            else:
+                flat, lengths = self._tokenizer.encode_flat(block)
+        except TypeError as exc:
+            _raise_if_not_unicode(block, start, exc)
+            raise
+        out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
 
     def _embed(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> npt.NDArray[np.float32]:
         """Graph outputs of texts given as their ids end to end and counts."""
@@ -283,12 +407,15 @@ class Encoder:
         return self._head
 
     def _run_one(self, ids: TokenIds) -> npt.NDArray[np.float32]:
-        """Run one text's ids as a ``[1, length]`` call, without copying them."""
+        """The embedding ``(dim,)`` of one text's ids, run as a ``[1, length]`` call."""
         if ids.size:
-            feeds = ids[None], self._ones[:, : ids.size]
+            feeds = {fmt.INPUT_IDS: ids[None], fmt.ATTENTION_MASK: self._ones[:, : ids.size]}
         else:
-            feeds = self._pad[None], np.zeros((1, 1), dtype=np.int64)
-        result: npt.NDArray[np.float32] = self._run([fmt.SENTENCE_EMBEDDING], *feeds)[0]
+            feeds = self._empty_feeds
+        try:
+            result: npt.NDArray[np.float32] = self._graph_run(self._embedding_output, feeds)[0][0]
+        except Exception as exc:  # onnxruntime raises its own unrelated exception classes
+            raise self._run_error(exc) from exc
         return result
 
     def _run_padded(
@@ -309,15 +436,15 @@ class Encoder:
         self, outputs: list[str], input_ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]
     ) -> list[npt.NDArray[np.float32]]:
         try:
-            result: list[npt.NDArray[np.float32]] = self._session.run(
-                outputs, {fmt.INPUT_IDS: input_ids, fmt.ATTENTION_MASK: mask}
-            )
+            return self._graph_run(outputs, {fmt.INPUT_IDS: input_ids, fmt.ATTENTION_MASK: mask})
         except Exception as exc:  # onnxruntime raises its own unrelated exception classes
-            raise SSEError(
-                f"onnxruntime failed on {self.folder} ({self.variant}): {exc}. The model file "
-                "may be damaged; re-export it, and report the problem if it persists."
-            ) from exc
-        return result
+            raise self._run_error(exc) from exc
+
+    def _run_error(self, exc: Exception) -> SSEError:
+        return SSEError(
+            f"onnxruntime failed on {self.folder} ({self.variant}): {exc}. The model file "
+            "may be damaged; re-export it, and report the problem if it persists."
+        )
 
 
 def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
@@ -340,22 +467,18 @@ def _checked_file(folder: Path, entry: fmt.FileEntry) -> Path:
     return path
 
 
-def _open_session(
-    path: Path, threads: int | None, expected_outputs: tuple[str, ...]
-) -> ort.InferenceSession:
+def _open_session(path: Path, expected_outputs: tuple[str, ...]) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    try:
-        options.intra_op_num_threads = threads or 0
-    except TypeError as exc:  # beyond the C int onnxruntime takes
-        raise ValueError(f"threads={threads} is too large; pass at most os.cpu_count().") from exc
+    # Every graph call runs on the thread that makes it: a call is too small to share out
+    # (a second intra-op thread made queries/s fall by a third), and the Encoder's own
+    # threads run several calls at once instead.
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Every batch has another [batch, length] shape, so memory patterns planned per shape only
-    # pile up; and idle pool threads spinning between calls would take the core the
-    # tokenizer needs (both measured in bench/README.md).
+    # pile up (measured in bench/README.md).
     options.enable_mem_pattern = False
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(
@@ -375,6 +498,28 @@ def _open_session(
             f"{sorted(expected_outputs)}); export it with sse-export."
         )
     return session
+
+
+def _runner(session: ort.InferenceSession) -> Runner:
+    """``session.run``, through onnxruntime's binding itself when it has the usual one.
+
+    ``InferenceSession.run`` checks the feed names in Python before each call, about 1 us: a
+    tenth of a short query. The binding under it takes the same names and feeds plus run
+    options; an onnxruntime without it (or with another signature, found on the first call)
+    gets the public method.
+    """
+    binding = getattr(getattr(session, "_sess", None), "run", None)
+    if not callable(binding):
+        return session.run  # type: ignore[no-any-return]
+    public: Runner = session.run
+
+    def run(outputs: list[str], feeds: dict[str, npt.NDArray[np.int64]]) -> list[Any]:
+        try:
+            return binding(outputs, feeds, None)  # type: ignore[no-any-return]
+        except TypeError:  # another binding signature: the public method is always right
+            return public(outputs, feeds)
+
+    return run
 
 
 def _check_runs(session: ort.InferenceSession, path: Path, manifest: fmt.Manifest) -> None:
@@ -432,6 +577,38 @@ def _raise_if_not_unicode(texts: Sequence[str], start: int, exc: TypeError) -> N
                 "with errors='replace', or clean the text with "
                 "text.encode('utf-8', 'replace').decode('utf-8')."
             ) from exc
+
+
+def _normalized_row(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``normalize(row[None])[0]``, bit for bit, at a third of its cost for one row.
+
+    The sum of squares is numpy's pairwise sum, as ``normalize`` takes along each row; the
+    float64 square root rounded to float32 is the float32 square root (53 >= 2 * 24 + 2 bits).
+    """
+    norm = np.float32(math.sqrt(np.add.reduce(row * row)))
+    out: npt.NDArray[np.float32] = row / (norm if norm > 1e-12 else np.float32(1e-12))
+    return out
+
+
+def _normalize_in_place(rows: npt.NDArray[np.float32]) -> None:
+    """``rows[:] = normalize(rows)``, bit for bit, a block of rows at a time.
+
+    A corpus's embeddings are the largest array of a call; ``normalize`` would hold two more
+    of its size at once (the squares, then the result).
+    """
+    for start in range(0, len(rows), BLOCK_TEXTS):
+        block = rows[start : start + BLOCK_TEXTS]
+        norms = np.sqrt(np.square(block).sum(axis=-1, keepdims=True))
+        np.maximum(norms, 1e-12, out=norms)
+        np.divide(block, norms, out=block)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity, where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_positive_int(name: str, value: object) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,6 +46,27 @@ def test_shapes(encoder: Encoder) -> None:
 
 def test_single_string_equals_its_row(encoder: Encoder) -> None:
     np.testing.assert_array_equal(encoder.encode("the cat"), encoder.encode(["the cat"])[0])
+
+
+@pytest.mark.parametrize("text", ["", "the cat", "dog " * 5000, "\u3000 a\x0bb \x85"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"truncate_dim": 4},
+        {"normalize_embeddings": False},
+        {"normalize_embeddings": False, "truncate_dim": 3},
+        {"precision": "ubinary"},
+        {"batch_size": 1},
+    ],
+)
+def test_single_string_path_equals_the_list_path(
+    encoder: Encoder, text: str, options: dict[str, Any]
+) -> None:
+    """One string takes its own fast path; it gives its row of the list path, bit for bit."""
+    np.testing.assert_array_equal(
+        encoder.encode(text, **options), encoder.encode([text], **options)[0]
+    )
 
 
 def test_normalisation_and_truncation(encoder: Encoder) -> None:
@@ -164,6 +187,25 @@ def test_variant_choice(folder: Path) -> None:
         Encoder(folder, variant="int3")
     with pytest.raises(TypeError, match="variant must be a str or None, not list"):
         Encoder(folder, variant=["fp32"])  # type: ignore[arg-type]
+
+
+def test_a_failure_in_a_helper_thread_reaches_the_caller(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sse_onnx import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "BLOCK_TEXTS", 4)
+    monkeypatch.setattr(encoder_module, "PARALLEL_TEXTS", 8)
+    texts = ["the cat"] * 40
+    texts[37] = "a\udcffb"
+    with pytest.raises(ValueError, match=r"texts\[37\] is not valid Unicode"):
+        Encoder(folder, threads=2).encode(texts)
+
+
+def test_default_threads_are_the_usable_cores(folder: Path) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert Encoder(folder).threads == cores
+    assert Encoder(folder, threads=3).threads == 3
 
 
 @pytest.mark.parametrize(

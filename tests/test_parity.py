@@ -114,6 +114,34 @@ def test_chunked_long_texts_equal_the_reference(
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_and_blocks_do_not_change_results(
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_checkpoint: Path,
+    tiny_tensors: dict[str, npt.NDArray[np.float32]],
+    exported: Callable[..., Path],
+) -> None:
+    from sse_onnx import encoder as encoder_module
+
+    # Small blocks so that a call of 200 texts is shared by the threads, tokenized with pauses.
+    monkeypatch.setattr(encoder_module, "BLOCK_TEXTS", 16)
+    monkeypatch.setattr(encoder_module, "PARALLEL_TEXTS", 32)
+    monkeypatch.setattr(encoder_module, "PAUSE_TEXTS", 3)
+    monkeypatch.setattr(encoder_module, "CHUNK_TOKENS", 16)  # some texts take the chunked path
+    monkeypatch.setattr(encoder_module, "TOKEN_BUDGET", 48)
+    rng = np.random.default_rng(threads)
+    words = ["the", "cat", "sat", "on", "mat", "embeddings", "fast", "!", "zebra", "東京"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 40))) for _ in range(200)]
+    expected = l2(numpy_sse(tiny_tensors, tiny_checkpoint / "tokenizer.json", texts))
+    folder = exported(tiny_checkpoint)
+    got = Encoder(folder, threads=threads).encode(texts, batch_size=8)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_array_equal(got, Encoder(folder, threads=1).encode(texts, batch_size=8))
+    singles = np.stack([Encoder(folder, threads=threads).encode(text) for text in texts[:20]])
+    np.testing.assert_array_equal(singles, got[:20])
+
+
 @pytest.mark.parametrize(
     ("variant", "min_cosine"),
     [("fp32", 0.999999), ("fp16", 0.99999), ("int8", 0.999), ("int4", 0.99)],
