@@ -366,12 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = SOURCES[name]
             files = read_members(source, archives, offline=args.offline)
             for folder, size in build(name, files, args.out).items():
-                note = (
-                    ""
-                    if size == EXPECTED[folder]
-                    else f" (the published files give {EXPECTED[folder]})"
-                )
-                logger.info("%s: %s%s; licence: %s", folder, size, note, source.licence)
+                logger.info("%s: %s; licence: %s", folder, size, source.licence)
+                if size != EXPECTED[folder]:
+                    logger.warning(
+                        "%s: the published files give %s; is %s another release?",
+                        folder,
+                        EXPECTED[folder],
+                        source.archive,
+                    )
     except DataError as exc:
         print(f"get_data: error: {exc}", file=sys.stderr)
         return 1

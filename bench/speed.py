@@ -545,7 +545,7 @@ def load_texts(data_dir: Path, smoke: bool) -> Texts:
     if not isinstance(data, RetrievalData):
         raise SystemExit(
             f"SciFact was not found under {data_dir}; pass --data or set $SSE_DATA to the "
-            "evaluation data folder (see ../shared/data/README.md)."
+            "evaluation data folder (python bench/get_data.py DATA_DIR builds it)."
         )
     if smoke:
         return Texts(data.doc_texts[:100], data.query_texts[:20])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 import sys
 import tarfile
 import zipfile
@@ -121,11 +122,18 @@ def jsonl(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_builds_the_layout_from_the_public_archives(get_data: ModuleType, tmp_path: Path) -> None:
+def test_builds_the_layout_from_the_public_archives(
+    get_data: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     archives = write_archives(tmp_path / "downloads")
     out = tmp_path / "data"
+    caplog.set_level(logging.INFO, logger="get_data")
 
     assert get_data.main([str(out), "--archives", str(archives), "--offline"]) == 0
+
+    # Tiny files: every size differs from the published release's, and the log says so.
+    assert "cranfield: (3, 3, 4); licence: research" in caplog.text
+    assert "cranfield: the published files give (1400, 225, 1612)" in caplog.text
 
     retrieval = out / "retrieval"
     assert sorted(p.name for p in retrieval.iterdir()) == [

@@ -56,7 +56,8 @@ def prepare(out: Path) -> None:
     if not (folder / "corpus.jsonl").is_file():
         sys.exit(
             f"SciFact is absent: no corpus.jsonl in {folder}. Put the evaluation data in "
-            "../shared/data beside the repository or point $SSE_DATA at it."
+            "../shared/data beside the repository or point $SSE_DATA at it (python "
+            "bench/get_data.py DATA_DIR builds it)."
         )
     scifact = load_retrieval(folder, "test")
     texts = {
