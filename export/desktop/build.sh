@@ -4,7 +4,10 @@
 #
 # Usage: export/desktop/build.sh [DIST_DIR]
 #        (default: dist/ in the repository; run the bundle as DIST_DIR/sse-demo/sse-demo)
-# Environment (both shrink the bundle; see the README's "Desktop bundle" section for sizes):
+# Environment (the last two shrink the bundle; see the README's "Desktop bundle" section):
+#   SSE_DESKTOP_WHEEL=dist/sse_onnx-0.1.0-py3-none-any.whl
+#                                    bundle this runtime wheel (as tests/test_desktop_bundle.py
+#                                    does with one it builds) instead of the checkout's sources
 #   SSE_DESKTOP_ONNXRUNTIME=1.20.1   pin onnxruntime (newer releases are larger)
 #   SSE_DESKTOP_NUMPY_NO_BLAS=1      build numpy from source without BLAS, dropping the
 #                                    OpenBLAS its wheels carry (a long compile the first time,
@@ -22,11 +25,17 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 
-# A copy of the sources, so that setuptools' build/ folder stays out of the repository.
-mkdir "$work/src"
-tar -C "$repo" --exclude=.git --exclude=.venv --exclude='.*_cache' --exclude=.cache \
-  --exclude=.hypothesis --exclude=__pycache__ --exclude=build --exclude=dist -cf - . |
-  tar -C "$work/src" -xf -
+if [ -n "${SSE_DESKTOP_WHEEL:-}" ]; then
+  runtime=$(cd "$(dirname "$SSE_DESKTOP_WHEEL")" && pwd)/$(basename "$SSE_DESKTOP_WHEEL")
+else
+  # A copy of the sources, so that setuptools' build/ folder stays out of the repository.
+  mkdir "$work/src"
+  tar -C "$repo" --exclude=.git --exclude=.venv --exclude='.*_cache' --exclude=.cache \
+    --exclude=.hypothesis --exclude=__pycache__ --exclude=build --exclude=dist -cf - . |
+    tar -C "$work/src" -xf -
+  runtime=$work/src
+fi
+echo "runtime from $runtime"
 "$python" -m venv "$work/venv"
 pip=("$work/venv/bin/pip" install --quiet --disable-pip-version-check)
 if [ -n "${SSE_DESKTOP_NUMPY_NO_BLAS:-}" ]; then
@@ -35,7 +44,7 @@ if [ -n "${SSE_DESKTOP_NUMPY_NO_BLAS:-}" ]; then
 fi
 pins=()
 [ -z "${SSE_DESKTOP_ONNXRUNTIME:-}" ] || pins+=("onnxruntime==$SSE_DESKTOP_ONNXRUNTIME")
-"${pip[@]}" "$work/src[desktop]" "${pins[@]}"
+"${pip[@]}" "$runtime[desktop]" "${pins[@]}"
 nice "$work/venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath "$dist" \
   --workpath "$work/build" "$repo/export/desktop/sse-demo.spec"
 bundle=$dist/sse-demo
