@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +51,21 @@ def local_ray() -> Iterator[None]:
     A failed job's actors stay alive until Python collects them, so the test of a failing job
     comes last.
     """
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
+    with ray_temp_dir() as temp:
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", _temp_dir=temp)
+        yield
+        ray.shutdown()
+
+
+@contextmanager
+def ray_temp_dir() -> Iterator[str]:
+    """A folder for Ray's session files (logs, sockets), removed afterwards; Ray would leave
+    them in /tmp/ray. Short, as Ray's socket paths must fit in 107 bytes."""
+    temp = tempfile.mkdtemp(prefix="sse-ray-")
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +249,11 @@ def test_ray_workers_settle_the_import_before_they_list_files() -> None:
         "probe = ray.remote(lambda: 'fsspec.implementations.http' in sys.modules)\n"
         "print(ray.get(probe.options(num_cpus=0).remote())); ray.shutdown()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    with ray_temp_dir() as temp:
+        env = {**os.environ, "RAY_TMPDIR": temp}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
     assert done.stdout.strip().splitlines()[-1:] == ["True"], done.stderr[-2000:]
 
 
