@@ -139,13 +139,19 @@ def test_fuzzed_texts_give_hf_ids(pair: tuple[TextTokenizer, Tokenizer], text: s
 
 
 def mismatches(fast: TextTokenizer, hf: Tokenizer, texts: list[str], batch: int) -> list[str]:
-    """The texts whose ids differ between the fast path and HF, compared in batches."""
+    """The texts whose ids differ between the fast path and HF, compared in batches.
+
+    Each batch is encoded twice: first with chunks new to the cache (the per-text path that
+    fills it), then with every chunk cached (the whole-batch lookup).
+    """
     found = []
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
         expected = hf.encode_batch(chunk, add_special_tokens=False)
-        got = fast.encode(chunk)
-        found += [t for t, g, e in zip(chunk, got, expected, strict=True) if g.tolist() != e.ids]
+        for got in (fast.encode(chunk), fast.encode(chunk)):
+            found += [
+                t for t, g, e in zip(chunk, got, expected, strict=True) if g.tolist() != e.ids
+            ]
     return found
 
 
