@@ -35,7 +35,7 @@ from sse_onnx import corpus as corpus_module  # noqa: E402
 from sse_onnx.corpus import METADATA_KEY, CorpusEmbedder, embed_corpus  # noqa: E402
 from sse_onnx.embed_cli import main  # noqa: E402
 from sse_onnx.embeddings import quantize  # noqa: E402
-from sse_onnx.encoder import DEFAULT_MODEL  # noqa: E402
+from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL  # noqa: E402
 
 SCIFACT = EVAL_DATA / "retrieval" / "scifact" / "corpus.jsonl"
 WORDS = [
@@ -275,7 +275,7 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
         CorpusEmbedder(precision="int8")
     with pytest.raises(ValueError, match=r"ranges has shape \(2, 3\); .* needs \(2, 4\)"):
         quantize(np.zeros((2, 4), np.float32), "int8", ranges=np.zeros((2, 3), np.float32))
-    with pytest.raises(ValueError, match="multiple of 1024"):
+    with pytest.raises(ValueError, match=f"multiple of {BLOCK_TEXTS}"):
         embed_corpus([jsonl], tmp_path / "x.parquet", batch_size=1000)
     with pytest.raises(ValueError, match="between 1 and the model's 256"):
         embed_corpus([jsonl], tmp_path / "x.parquet", dim=300)
