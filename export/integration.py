@@ -82,11 +82,14 @@ operators lack. `int4` is the 4-bit variant of standard operators.
 
 ## onnxruntime
 
-The `.ort` files were converted by onnxruntime {ort}. onnxruntime reads ORT files written by
-its own release or older ones, generally not newer ones: use the Android package
-`com.microsoft.onnxruntime:onnxruntime-android`, or on iOS the Swift package
+The `.ort` files were converted by onnxruntime {ort}. Tested range (sse-onnx's
+`bench/runtimes.py`, on `.ort` files converted by onnxruntime 1.32.0): onnxruntime 1.20.1,
+1.24.4 and 1.32.0 and onnxruntime-node 1.30.0 give exactly the `.onnx` file's outputs for
+fp32, fp16 and int8; int4 needs 1.24 or newer (1.20.1 lacks `Sub` on uint8). Use the Android
+package `com.microsoft.onnxruntime:onnxruntime-android`, or on iOS the Swift package
 `onnxruntime-swift-package-manager` (module `OnnxRuntimeBindings`) or the CocoaPod
-`onnxruntime-objc` (module `onnxruntime_objc`), at version {ort} or newer. For a smaller app,
+`onnxruntime-objc` (module `onnxruntime_objc`), at a release in that range; check a release
+outside it with `{parity}`. For a smaller app,
 build a reduced onnxruntime of release {ort} with `--minimal_build --include_ops_by_config
 {ops}` (onnxruntime's "custom build" docs), or re-run `sse-export --target
 mobile` under the onnxruntime release you build.

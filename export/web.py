@@ -8,19 +8,24 @@
 - ``tokenizer_web.json`` (:data:`WEB_TOKENIZER_FILE`): the WordPiece vocabulary and the
   tokenizer's settings, plus the per-character tables of its normalizer and pre-tokenizer
   **asked of Hugging Face tokenizers itself** (:func:`character_tables`). HF's Rust code
-  classifies characters with the Unicode tables of the crates it was built with (e.g.
-  ``unicode_categories``, whose "other" category deletes every character unassigned in its
-  old Unicode version), which are not the tables of a browser's JavaScript engine; shipping
-  HF's answers makes the JavaScript tokenizer give HF's ids in every engine;
+  classifies characters with the Unicode tables of the crates it was built with, which are
+  older than a JavaScript engine's: with tokenizers 0.22, some 100 characters Unicode 14
+  calls punctuation (U+2E43-U+2E4F, U+061D, ...) are not split off, U+166D and U+111C9 are,
+  and 13 format characters (U+0890, U+13430, ...) are kept rather than deleted; shipping HF's
+  answers makes the JavaScript tokenizer give HF's ids in every engine;
 - ``parity.jsonl``: the adversarial texts, their reference ids and the default variant's
   normalised embedding, for an app's own tests; ``INTEGRATION.md``
   (:func:`sse_export.web_guide.web_guide`).
 
-The model files are the export's ``.onnx`` files unchanged: the ORT format was measured to be
-neither smaller nor faster to load in onnxruntime-web and onnxruntime-node (bench/README.md),
-so it is not added. Only BERT-style tokenizers are accepted (``BertNormalizer`` or none,
-``BertPreTokenizer``, ``WordPiece``, added tokens matched in the raw text without strip or
-word options): the tokenizers whose rules the JavaScript restates. Others are refused.
+The model files are the export's ``.onnx`` files unchanged. Their ORT-format conversions were
+measured (bench/runtimes.py) to be 0.1-0.4% larger, and no faster to open in onnxruntime-node;
+onnxruntime-web opens the int8 one 10-20 ms sooner, within a page load of about a second spent
+mostly fetching and compiling onnxruntime's WebAssembly. An ``.ort`` also ties the file to the
+converter's onnxruntime release, so none is added (``--target mobile`` makes them).
+
+Only BERT-style tokenizers are accepted (``BertNormalizer`` or none, ``BertPreTokenizer``,
+``WordPiece``, added tokens matched in the raw text without strip or word options): the
+tokenizers whose rules the JavaScript restates. Others are refused.
 """
 
 from __future__ import annotations

@@ -156,9 +156,12 @@ adds the family's cuts. The graph takes `input_ids` and `attention_mask` (int64
 
 ## Tested
 
-onnxruntime-node {node} and onnxruntime-web {web} (its WebAssembly build, in Node and in
-Debian's headless Chromium), on every variant of the folder; see sse-onnx's
-`bench/README.md` for the matrix and speeds. Test your app with `{parity}`: one JSON line per
-text, with the text, its `input_ids` and the default variant's normalised
+onnxruntime-node {node} and onnxruntime-web {web} (its WebAssembly build, in Node 20 and in
+headless Chromium 156): the `Encoder`'s vectors equal the Python `sse_onnx.Encoder`'s within
+1e-5 (onnxruntime-node: 1e-7; onnxruntime-web, whose WebAssembly sums in another order:
+2.1e-6), and Chromium's equal Node's onnxruntime-web ones exactly. Every variant `sse-export`
+writes runs in both (sse-onnx's `bench/runtimes.py`, `bench/README.md`, with speeds: a query
+takes tens of microseconds). Older or newer releases are untested: check them with `{parity}`,
+one JSON line per text with the text, its `input_ids` and the default variant's normalised
 `sentence_embedding` (equal within 1e-5).
 """

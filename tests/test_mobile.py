@@ -169,8 +169,8 @@ def test_int4_block_is_refused_before_exporting(tmp_path: Path, tiny_checkpoint:
             tiny_checkpoint, output=tmp_path / "b", variants=["int8", "int4_block"], target="mobile"
         )
     assert not (tmp_path / "b").exists()
-    with pytest.raises(ValueError, match=r"target='web' is not one of \['onnx', 'mobile'\]"):
-        export(tiny_checkpoint, output=tmp_path / "b", target="web")
+    with pytest.raises(ValueError, match=r"target='wasm' is not one of \['onnx', 'mobile', 'web"):
+        export(tiny_checkpoint, output=tmp_path / "b", target="wasm")
 
 
 def test_non_wordpiece_tokenizer_is_refused(tmp_path: Path) -> None:

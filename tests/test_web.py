@@ -256,3 +256,19 @@ def test_chromium_gives_nodes_results(web_folder: Path, tmp_path: Path) -> None:
         assert summary["queries"] == 50
     for name, result in summary["runs"].items():
         assert result["max_abs_diff_vs_python"] <= 1e-5, name
+
+
+def test_export_refuses_another_tokenizer_for_the_web_target(tmp_path: Path) -> None:
+    from conftest import sse_arrays, write_checkpoint
+    from sse_export import export
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "hello": 2, "world": 3}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    checkpoint = write_checkpoint(
+        tmp_path / "ckpt", tmp_path / "tokenizer.json", sse_arrays(len(vocab), 8, seed=3)
+    )
+    with pytest.raises(ValueError, match=r"model 'WordLevel' \(needs WordPiece\); pre-tokenizer"):
+        export(checkpoint, output=tmp_path / "web", report=False, target="web")
+    assert not (tmp_path / "web" / fmt.MANIFEST_FILE).exists()
