@@ -1,27 +1,25 @@
 """Training text for the default model: text pairs from sources obtainable offline, with licences.
 
 Every source gives ``(anchor, positive)`` pairs: a short, query-like text and a longer text it
-describes. Both sides are also the unlabeled text of the sentence-level distillation. No
-evaluation test split is read: SciFact contributes its **train** claims and its corpus (shared by
-the train and test splits; no test claim or test judgement is touched), STS-B its **train**
-split.
+belongs with. No evaluation test split is read, and the default sources all allow commercial
+use (permissive or share-alike; :data:`SHARE_ALIKE` lists the share-alike ones).
 
+- the pinned public repositories of :mod:`sources` (Wikipedia, arXiv, MedQuAD, tldr,
+  OpenTriviaQA, GSM8K train, PEPs), read from a local folder of git copies;
 - ``debian``: package synopsis -> first paragraph of its long description (Debian 12 main,
   Translation-en); each package's DFSG-free licence. Packages of the archive sections in
   :data:`DOMAIN_SECTIONS` come out as the source ``debian-science`` instead: a whole field
   that training never sees, held out for model selection.
-- ``debian-full`` (opt-in): synopsis -> the whole description, for descriptions of two or more
-  paragraphs; same licences as ``debian``.
 - ``wordnet``: lemma(s) -> definition, and definition -> example sentence (Debian's
   ``wordnet-base``); WordNet 3.0 licence (BSD-style, Princeton University).
-- ``scifact``: article title -> abstract, train claim -> cited abstract; CC BY-NC 2.0.
-- ``stsb``: STS Benchmark train pairs with a gold score of 4 or more; CC BY-SA 4.0.
+- ``stsb``: STS Benchmark **train** pairs with a gold score of 4 or more; CC BY-SA 4.0.
+- opt-in, for ablations only: ``debian-full`` (synopsis -> the whole description) and
+  ``scifact`` (SciFact **train** claims and the corpus; CC BY-NC 2.0, non-commercial, so never
+  in the shipped default).
 
-:func:`context_texts` gives the long texts of the same sources (whole Debian descriptions,
-SciFact articles) that stage 1 reads in-context token vectors from.
-
-Where a source is absent (no Debian translations downloaded, no data folder) it is skipped with
-a warning; :func:`fetch_debian_sources` downloads the two Debian inputs with ``apt-get``.
+Where a source is absent (no Debian translations downloaded, no data folder, no git copy) it is
+skipped with a warning; :func:`fetch_debian_sources` downloads the two Debian inputs with
+``apt-get``.
 """
 
 from __future__ import annotations
@@ -37,26 +35,32 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import sources as pinned
 from sse_export.evaluate import load_retrieval, load_sts
 
 logger = logging.getLogger("corpus")
 
 APT_LISTS = Path("/var/lib/apt/lists")
-SOURCES = ("debian", "wordnet", "scifact", "stsb")
-#: Sources the recipe can add (``--sources ... debian-full``) but leaves out by default.
-EXTRA = ("debian-full",)
+PINNED = tuple(source.name for source in pinned.SOURCES)
+SOURCES = (*PINNED, "debian", "wordnet", "stsb")
+#: Sources the recipe can add (``--sources ... scifact``) but leaves out of the default; scifact
+#: is non-commercial (CC BY-NC) and may only appear in ablations.
+EXTRA = ("debian-full", "scifact")
 ALL_SOURCES = SOURCES + EXTRA
+NON_COMMERCIAL = ("scifact",)
 #: Debian archive sections held out whole (science, mathematics, electronics, radio): their
 #: pairs measure how well the model transfers to technical text of a field it was not trained on.
 DOMAIN_SECTIONS = ("science", "math", "electronics", "hamradio")
 DOMAIN_SOURCE = "debian-science"
 LICENCES = {
+    **{source.name: source.licence for source in pinned.SOURCES},
     "debian": "Debian main package descriptions: each package's DFSG-free licence",
     "debian-full": "Debian main package descriptions: each package's DFSG-free licence",
     "wordnet": "WordNet 3.0 licence (BSD-style), Princeton University",
-    "scifact": "CC BY-NC 2.0 (SciFact train claims and corpus)",
+    "scifact": "CC BY-NC 2.0 (SciFact train claims and corpus): non-commercial, ablations only",
     "stsb": "CC BY-SA 4.0 (STS Benchmark train split)",
 }
+SHARE_ALIKE = (*(s.name for s in pinned.SOURCES if s.share_alike), "stsb")
 
 
 @dataclass(frozen=True)
@@ -158,23 +162,15 @@ def debian_full_pairs() -> Iterator[Pair]:
         yield Pair("debian-full", synopsis, text)
 
 
-def context_texts(data: Path, sources: Sequence[str]) -> list[str]:
-    """The long texts of ``sources`` that stage 1 reads token vectors from, in context.
+def context_texts(pairs: Sequence[Pair], count: int, seed: int, min_chars: int = 300) -> list[str]:
+    """Up to ``count`` long positives of ``pairs`` (distinct, seeded sample), for stage 1.
 
-    From ``debian``: every description of two or more paragraphs outside the held-out sections
-    (synopsis, then all paragraphs); from ``scifact``: every corpus article (title, then
-    abstract). These are the longest running texts of the sources, where each token is seen
-    among many neighbours.
+    These are the running texts where each token is seen among many neighbours; the teacher's
+    pass over them gives the in-context token vectors and, on the way, their sentence targets.
     """
-    texts: dict[str, None] = {}
-    if "debian" in sources:
-        texts.update((text, None) for _, text in _long_descriptions())
-    path = data / "retrieval" / "scifact_train" / "corpus.jsonl"
-    if "scifact" in sources and path.is_file():
-        for line in path.open(encoding="utf-8"):
-            doc = json.loads(line)
-            texts.setdefault(f"{doc['title']} {doc['text']}")
-    return list(texts)
+    long = list(dict.fromkeys(p.positive for p in pairs if len(p.positive) >= min_chars))
+    random.Random(f"{seed}-context").shuffle(long)
+    return long[:count]
 
 
 def wordnet_pairs(debs: Path) -> Iterator[Pair]:
@@ -234,7 +230,12 @@ def stsb_pairs(data: Path) -> Iterator[Pair]:
 
 
 def load_pairs(
-    data: Path, debs: Path, sources: Sequence[str], limits: dict[str, int], seed: int
+    data: Path,
+    debs: Path,
+    copies: Path,
+    sources: Sequence[str],
+    limits: dict[str, int],
+    seed: int,
 ) -> list[Pair]:
     """The pairs of ``sources``, each shuffled with ``seed`` and cut to its limit (0 = none)."""
     generators: dict[str, Callable[[], Iterable[Pair]]] = {
@@ -244,6 +245,8 @@ def load_pairs(
         "scifact": lambda: scifact_pairs(data),
         "stsb": lambda: stsb_pairs(data),
     }
+    for name in PINNED:
+        generators[name] = functools.partial(_pinned_pairs, copies, name)
     pairs: list[Pair] = []
     for name in sources:
         found = list(generators[name]())
@@ -252,3 +255,11 @@ def load_pairs(
         logger.info("%s: %d pairs (of %d)", name, len(kept), len(found))
         pairs.extend(kept)
     return pairs
+
+
+def _pinned_pairs(copies: Path, name: str) -> Iterator[Pair]:
+    try:
+        for anchor, positive in pinned.pairs(copies, name):
+            yield Pair(name, anchor, positive)
+    except FileNotFoundError as error:
+        logger.warning("%s skipped: %s", name, error)

@@ -64,23 +64,38 @@ def sentence_embeddings(texts: Sequence[str], cache: Path | None = None) -> npt.
     float32 CPU kernels, so that training sees the same targets every run. With a ``cache``
     folder only texts not embedded before go through the teacher.
     """
-    known: list[str] = []
-    vectors = np.empty((0, 384), dtype=np.float16)
-    if cache is not None and (cache / CACHE_TEXTS).is_file():
-        known = json.loads((cache / CACHE_TEXTS).read_text(encoding="utf-8"))
-        vectors = np.load(cache / CACHE_VECTORS)
+    known, vectors = _read_cache(cache)
     index = {text: row for row, text in enumerate(known)}
     missing = [text for text in dict.fromkeys(texts) if text not in index]
     if missing:
         logger.info("teacher: %d texts to embed (%d cached)", len(missing), len(known))
-        vectors = np.concatenate([vectors, encode(missing).astype(np.float16)])
-        index.update((text, len(known) + n) for n, text in enumerate(missing))
-        if cache is not None:
-            cache.mkdir(parents=True, exist_ok=True)
-            np.save(cache / CACHE_VECTORS, vectors)
-            (cache / CACHE_TEXTS).write_text(json.dumps([*known, *missing]), encoding="utf-8")
+        known, vectors = _add_to_cache(cache, missing, encode(missing))
+        index = {text: row for row, text in enumerate(known)}
     out: npt.NDArray[np.float16] = vectors[[index[text] for text in texts]]
     return out
+
+
+def _read_cache(cache: Path | None) -> tuple[list[str], npt.NDArray[np.float16]]:
+    if cache is not None and (cache / CACHE_TEXTS).is_file():
+        known: list[str] = json.loads((cache / CACHE_TEXTS).read_text(encoding="utf-8"))
+        return known, np.load(cache / CACHE_VECTORS)
+    return [], np.empty((0, HIDDEN), dtype=np.float16)
+
+
+def _add_to_cache(
+    cache: Path | None, texts: Sequence[str], embedded: npt.NDArray[np.float32]
+) -> tuple[list[str], npt.NDArray[np.float16]]:
+    """Append the embeddings of ``texts`` (new ones only) to the sentence cache; return it all."""
+    known, vectors = _read_cache(cache)
+    have = set(known)
+    fresh = [n for n, text in enumerate(texts) if text not in have]
+    known = [*known, *(texts[n] for n in fresh)]
+    vectors = np.concatenate([vectors, embedded[fresh].astype(np.float16)])
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / CACHE_VECTORS, vectors)
+        (cache / CACHE_TEXTS).write_text(json.dumps(known), encoding="utf-8")
+    return known, vectors
 
 
 def _forward(ids: Sequence[Sequence[int]]) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -141,7 +156,8 @@ def context_token_vectors(
     The teacher's sentence embedding is the mean of these output vectors over a text, so their
     per-token average is the static table that best stands in for it where the token was seen.
     Texts are cut to 256 tokens as for :func:`encode`; ``[CLS]`` and ``[SEP]`` are left out.
-    The result is cached under a hash of the texts.
+    The result is cached under a hash of the texts. The same pass gives each text's sentence
+    embedding, which goes into the :func:`sentence_embeddings` cache.
 
     Returns:
         ``[vocab_size, 384]`` mean vectors (zero for unseen tokens, rounded through float16 so
@@ -157,7 +173,10 @@ def context_token_vectors(
     started = time.perf_counter()
     sums = torch.zeros((vocab_size, HIDDEN), dtype=torch.float64)
     counts = torch.zeros(vocab_size, dtype=torch.float64)
+    embedded = np.empty((len(texts), HIDDEN), dtype=np.float32)
     for rows, input_ids, mask, hidden in _forward(word_ids(texts)):
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        embedded[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
         words = mask.bool()
         words[:, 0] = False  # [CLS]
         words[torch.arange(len(rows)), mask.sum(1) - 1] = False  # [SEP]
@@ -173,4 +192,5 @@ def context_token_vectors(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, vectors=vectors, counts=counts.numpy())
+        _add_to_cache(cache, texts, embedded)
     return vectors, counts.numpy()

