@@ -31,6 +31,7 @@ from sse_export.cli import main
 from sse_export.web_guide import TESTED_PACKAGES
 from sse_onnx import Encoder
 from sse_onnx import format as fmt
+from sse_onnx.tokenizer import TextTokenizer
 
 WEB_TESTS = Path(__file__).resolve().parent / "web"
 FUZZ = int(os.environ.get("SSE_WEB_FUZZ", "100000"))
@@ -148,14 +149,69 @@ def write_embeddings(
     truncate_dim: int | None = None,
     normalize_embeddings: bool = True,
 ) -> None:
-    """embed/<name>.json (texts, dim, the JavaScript options) and <name>.f32 (Python's rows)."""
+    """embed/<name>.json (texts, dim, the JavaScript options, the web folder unless it is the
+    main one) and <name>.f32 (Python's rows)."""
     rows = encoder.encode(
         texts, truncate_dim=truncate_dim, normalize_embeddings=normalize_embeddings
     )
     js_options = {"truncateDim": truncate_dim, "normalizeEmbeddings": normalize_embeddings}
     spec = {"texts": texts, "dim": int(rows.shape[1]), "options": js_options}
+    spec["folder"] = str(encoder.folder)
+    tokenizer = TextTokenizer(encoder.folder / fmt.TOKENIZER_FILE)
+    spec["tokens"] = [len(ids) for ids in tokenizer.encode(texts)]
     (folder / f"{name}.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     (folder / f"{name}.f32").write_bytes(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+
+
+def family_folders(root: Path) -> dict[str, Path]:
+    """Web folders of the other families' rules: character and token cuts, a skipped [UNK]
+    (also in a long text embedded in chunks), an identity head, the family's normalisation."""
+    from test_families import write_model2vec, write_static_embedding
+
+    from sse_export import export
+
+    root.mkdir()
+    tiny = write_tiny_tokenizer(root / "tokenizer.json")
+    rng = np.random.default_rng(18)
+    table = rng.normal(0, 1, (len(TINY_VOCAB), 24)).astype(np.float32)
+    truncation = {"direction": "Right", "max_length": 5, "strategy": "LongestFirst", "stride": 0}
+    checkpoints = {
+        "st-normalize-truncating": write_static_embedding(
+            root / "st", tiny, table, normalize=True, truncation=truncation
+        ),
+        "m2v-cut-normalize": write_model2vec(
+            root / "m2v-cut",
+            tiny,
+            {
+                "embeddings": rng.normal(0, 1, (7, 24)).astype(np.float32),
+                "mapping": rng.integers(0, 7, len(TINY_VOCAB)),
+                "weights": rng.uniform(0.2, 2.0, len(TINY_VOCAB)).astype(np.float32),
+            },
+            {"normalize": True, "max_length": 6},
+        ),
+        "m2v-uncut": write_model2vec(
+            root / "m2v-uncut", tiny, {"embeddings": table}, {"max_length": None}
+        ),
+    }
+    folders = {}
+    for name, checkpoint in checkpoints.items():
+        folders[name] = root / f"{name}-web"
+        export(checkpoint, output=folders[name], variants=["fp32"], report=False, target="web")
+    return folders
+
+
+#: Texts for the families: cuts inside surrogate pairs' neighbourhood, [UNK] (zebra), and a
+#: 9,000-token text (the graph is fed 4,096 tokens at a time; [UNK] left out of each count).
+FAMILY_TEXTS = [
+    "cat dog " * 10,
+    "zebra",
+    "zebra cat",
+    "\U0001f431 cat" * 5,
+    "caf\u00e9 " * 3 + "\U0001f600dog cat",
+    "the\U0001f600\U0001f600\U0001f600\U0001f600\U0001f600 cat sat on the mat dog",
+    "cat zebra dog " * 3000,
+    "",
+]
 
 
 def tiny_variant(path: Path, normalizer: normalizers.Normalizer | None) -> Path:
@@ -198,6 +254,10 @@ def cases(web_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_embeddings(embed, "adversarial-64-raw", encoder, adversarial, truncate_dim=64,
                      normalize_embeddings=False)  # fmt: skip
     write_embeddings(embed, "fuzz", encoder, fuzz)
+    for name, folder in family_folders(root / "families").items():
+        texts = [*adversarial, *FAMILY_TEXTS]
+        write_embeddings(embed, f"family-{name}", Encoder(folder), texts)
+        write_embeddings(embed, f"family-{name}-raw-8", Encoder(folder), texts, 8, False)
     if SCIFACT.is_dir():
         docs, queries = scifact_texts()
         joined = [f"{title} {text}".strip() for title, text in docs]
