@@ -23,7 +23,8 @@ PARAGRAPH = (
     "https://example.com/x?y=1 and ☃ unknowns stay in the bag! Numbers 3.14 and code f(x)."
 )
 TARGET_BYTES = 50_000_000
-#: Growth of the peak RSS that encoding the 50 MB text may cause.
+#: Growth of the peak RSS that encoding the 50 MB text may cause. Measured: 243 MiB, about two
+#: copies of its 16.2 million token ids as int64 (124 MiB each); never a copy per chunk.
 MAX_GROWTH = 256 << 20
 
 SCRIPT = """
