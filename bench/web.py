@@ -9,6 +9,8 @@ mean of ten one-text calls each), with
   thread), through ``web/node_run.mjs``;
 - ``sse-onnx.mjs`` in headless Chromium on onnxruntime-web (WebAssembly, one thread), on a page
   (``web/embed.html``) served from 127.0.0.1, driven over the DevTools protocol on a pipe.
+- INTEGRATION.md's web worker (``web/embed-worker.mjs``) in Chromium, whose vectors must be
+  the page's.
 
 Every run's ids must equal HF's and its vectors the Python Encoder's within 1e-5, and
 Chromium's must equal Node's onnxruntime-web results; a mismatch exits with status 1. With
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs["chromium onnxruntime-web"]["version"] = runs["chromium onnxruntime-web"][
                     "ortVersion"
                 ]
+                worker = browser.wait_done(browser.open(f"{base}/worker.html"))
                 if args.screenshot and demo:
                     from urllib.parse import quote
 
@@ -325,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "browser_vs_node_web_max_abs_diff": browser_vs_node,
         "browser_ids_equal_node_ids": chromium["ids"] == node_web["ids"],
+        "worker_equals_page": worker["embeddings"] == chromium["embeddings"],
         "runs": {
             name: {
                 "version": run.get("version"),
@@ -341,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "web.md").write_text(markdown(summary), encoding="utf-8")
     print(markdown(summary))
     failed = [name for name, diff in diffs.items() if diff > TOLERANCE]
-    if failed or browser_vs_node > TOLERANCE or not summary["browser_ids_equal_node_ids"]:
+    if (
+        failed
+        or browser_vs_node > TOLERANCE
+        or not summary["browser_ids_equal_node_ids"]
+        or not summary["worker_equals_page"]
+    ):
         print(f"MISMATCH: {failed or 'Chromium vs Node'}", file=sys.stderr)
         return 1
     return 0
@@ -365,7 +374,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"queries one at a time; one thread everywhere. {summary['chromium']}, Node "
         f"{summary['node']}, CPU {summary['cpu']}. Token ids equal HF's in every run; Chromium "
         f"vs Node (both onnxruntime-web): max abs diff "
-        f"{summary['browser_vs_node_web_max_abs_diff']:.1e}.\n\n"
+        f"{summary['browser_vs_node_web_max_abs_diff']:.1e}; INTEGRATION.md's web worker gives "
+        f"the page's vectors: {summary['worker_equals_page']}.\n\n"
         "| run | onnxruntime | max abs diff vs Python | load ms | docs/s | one query p50 ms |\n"
         "|---|---|---|---|---|---|\n"
         f"{rows}\n"

@@ -81,6 +81,13 @@ def test_the_folder_holds_the_module_the_tables_and_the_guide(web_folder: Path) 
     assert Encoder(web_folder).encode("hello").shape == (256,)
 
 
+def test_the_guides_worker_is_the_one_checked_in_chromium(web_folder: Path) -> None:
+    guide = (web_folder / fmt.INTEGRATION_FILE).read_text(encoding="utf-8")
+    worker = (ROOT / "bench" / "web" / "embed-worker.mjs").read_text(encoding="utf-8")
+    code = [line for line in worker.splitlines() if not line.startswith("//")]
+    assert "\n".join(code) in guide
+
+
 def test_tested_versions_are_the_pinned_ones() -> None:
     pinned = json.loads((WEB_TESTS / "package.json").read_text(encoding="utf-8"))
     assert pinned["devDependencies"] == TESTED_PACKAGES
@@ -310,6 +317,7 @@ def test_chromium_gives_nodes_results(web_folder: Path, tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "web.json").read_text(encoding="utf-8"))
     assert summary["chromium"].startswith(("Chrome/", "HeadlessChrome/"))
     assert summary["browser_ids_equal_node_ids"]
+    assert summary["worker_equals_page"]
     assert summary["browser_vs_node_web_max_abs_diff"] <= 1e-6
     assert summary["texts"] == len(adversarial_texts()) + summary["queries"]
     if SCIFACT.is_dir():
