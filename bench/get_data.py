@@ -22,10 +22,12 @@ Each collection comes from one public file (:data:`SOURCES`), looked for in ``--
 (default: ``DATA_DIR/downloads``) as the archive itself or as its files already extracted there,
 and downloaded into that folder when absent unless ``--offline``. The conversions follow
 ir_datasets' readers of the Glasgow files, with whitespace runs and line breaks joined into
-single spaces. Cranfield's queries are numbered 1 to 225 in file order, as its relevance file
-numbers them (the ``.I`` numbers of ``cran.qry`` skip values), and its grades (1 = a complete
-answer ... 4 = minimum interest; -1 = of no interest) become gains ``5 - grade``, so that 4 is
-the most relevant; -1 is dropped.
+single spaces, and Vaswani's upper-case queries in lower case like its documents. Cranfield's
+queries are numbered 1 to 225 in file order, as its relevance file numbers them (the ``.I``
+numbers of ``cran.qry`` skip values), and its grades (1 = a complete answer ... 4 = minimum
+interest; -1 = of no interest) become gains ``5 - grade``, so that 4 is the most relevant; -1
+is dropped. Built from the public Cranfield files, the three files are byte for byte those the
+project's own measurements used.
 """
 
 from __future__ import annotations
@@ -236,8 +238,8 @@ def convert_vaswani(files: Mapping[str, bytes]) -> tuple[list[dict[str, str]], .
         {"_id": block[0].strip(), "title": "", "text": _squeeze(block[1:])}
         for block in _blocks(_text(files["doc-text"]))
     ]
-    queries = [
-        {"_id": block[0].strip(), "text": _squeeze(block[1:])}
+    queries = [  # upper case in the release, lower case like the documents here
+        {"_id": block[0].strip(), "text": _squeeze(block[1:]).lower()}
         for block in _blocks(_text(files["query-text"]))
     ]
     qrels = [

@@ -36,8 +36,8 @@ BEIR_QUERIES = [
 BEIR_TRAIN = "query-id\tcorpus-id\tscore\n0\t4983\t1\n2\t7912\t1\n"
 BEIR_TEST = "query-id\tcorpus-id\tscore\n1\t5836\t1\n"
 
-# Glasgow's npl.tar.gz: blocks separated by a line of "   /" (queries: "/"); lower case text
-# with double spaces, one judgement block per query listing document numbers.
+# Glasgow's npl.tar.gz: blocks separated by a line of "   /" (queries: "/"); lower-case
+# documents and upper-case queries with double spaces, one judgement block per query.
 NPL_DOCS = (
     "1\ncompact memories have flexible capacities  a digital data storage\n"
     "system with capacity up to bits\n   /\n"
@@ -155,7 +155,7 @@ def test_builds_the_layout_from_the_public_archives(
         {"_id": "3", "title": "", "text": "highspeed microwave switching of semiconductors part"},
     ]  # fmt: skip
     assert jsonl(retrieval / "vaswani" / "queries.jsonl") == [
-        {"_id": "1", "text": "MEASUREMENT OF DIELECTRIC CONSTANT OF LIQUIDS"},
+        {"_id": "1", "text": "measurement of dielectric constant of liquids"},
         {"_id": "2", "text": "analogue computers"},
     ]
     assert (retrieval / "vaswani" / "qrels" / "test.tsv").read_text() == (
