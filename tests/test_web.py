@@ -88,6 +88,18 @@ def test_the_guides_worker_is_the_one_checked_in_chromium(web_folder: Path) -> N
     assert "\n".join(code) in guide
 
 
+def test_the_module_batches_as_the_python_encoder_does() -> None:
+    import re
+
+    from sse_onnx import encoder
+
+    module = (Path(web.__file__).parent / "js" / web.MODULE_FILE).read_text(encoding="utf-8")
+    for name in ("TOKEN_BUDGET", "CHUNK_TOKENS", "BLOCK_TEXTS"):
+        found = re.search(rf"^const {name} = 1 << (\d+);$", module, re.MULTILINE)
+        assert found, name
+        assert 1 << int(found.group(1)) == getattr(encoder, name), name
+
+
 def test_tested_versions_are_the_pinned_ones() -> None:
     pinned = json.loads((WEB_TESTS / "package.json").read_text(encoding="utf-8"))
     assert pinned["devDependencies"] == TESTED_PACKAGES

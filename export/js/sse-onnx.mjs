@@ -27,10 +27,12 @@ const MANIFEST_FILE = 'manifest.json';
 const TOKENIZER_FORMAT = 'sse-onnx-wordpiece';
 const TOKENIZER_VERSION = 1;
 const SCHEMA_VERSIONS = [1, 2];
-// The Python Encoder's constants (sse_onnx/encoder.py): padded tokens per graph call, and the
-// length past which a text is embedded in chunks.
-const TOKEN_BUDGET = 1 << 12;
+// The Python Encoder's constants (sse_onnx/encoder.py; tests/test_web.py keeps them equal):
+// padded tokens per graph call, the length past which a text is embedded in chunks, and texts
+// tokenized per block.
+const TOKEN_BUDGET = 1 << 11;
 const CHUNK_TOKENS = 1 << 12;
+const BLOCK_TEXTS = 1 << 8;
 // Most words whose ids the tokenizer caches (emptied when full), and the longest cached.
 const CACHE_WORDS = 1 << 17;
 const CACHE_WORD_CHARS = 64;
@@ -482,15 +484,21 @@ export class Encoder {
     const width = truncateDim ?? this.dim;
     positiveInt('truncateDim', width);
     if (width > this.dim) throw new RangeError(`truncateDim=${truncateDim} is larger than the model's ${this.dim}.`);
-    const ids = items.map((text, i) => this.tokenize(text, i));
-    const out = await this.embedIds(ids, batchSize);
+    items.forEach((text, i) => {
+      if (typeof text !== 'string') this.tokenize(text, i); // names the index before any work
+    });
     const rows = [];
-    for (let i = 0; i < items.length; i++) {
-      const full = out.subarray(i * this.dim, (i + 1) * this.dim);
-      if (this.pooling.normalize) normalizeRow(full);
-      const row = full.slice(0, width);
-      if (normalizeEmbeddings) normalizeRow(row);
-      rows.push(row);
+    // Blocks bound the memory held by token ids of a large call, as in Python.
+    for (let start = 0; start < items.length; start += BLOCK_TEXTS) {
+      const block = items.slice(start, start + BLOCK_TEXTS);
+      const out = await this.embedIds(block.map((text, i) => this.tokenize(text, start + i)), batchSize);
+      for (let i = 0; i < block.length; i++) {
+        const full = out.subarray(i * this.dim, (i + 1) * this.dim);
+        if (this.pooling.normalize) normalizeRow(full);
+        const row = full.slice(0, width);
+        if (normalizeEmbeddings) normalizeRow(row);
+        rows.push(row);
+      }
     }
     return single ? rows[0] : rows;
   }
