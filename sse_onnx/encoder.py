@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, overload
 
@@ -32,8 +32,10 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats,
-#: which should stay within the CPU cache (2^12 measured fastest, bench/README.md).
-TOKEN_BUDGET = 1 << 12
+#: which should stay within the CPU cache. 2^12 ran the graph alone ~10% faster
+#: (bench/README.md), but with two calls at once (threads=2) their buffers took the peak RSS
+#: of Encoder() + the SciFact corpus from 60 MB to 68 MB; end to end the two are within noise.
+TOKEN_BUDGET = 1 << 11
 #: Token sequences longer than this are embedded in chunks whose sums are added.
 CHUNK_TOKENS = 1 << 12
 #: Texts tokenized per block; bounds the memory held by token ids of a large call while
@@ -48,6 +50,9 @@ PARALLEL_TEXTS = 4 * BLOCK_TEXTS
 PAUSE_TEXTS = 4
 #: Largest thread count accepted.
 MAX_THREADS = 1 << 10
+
+#: The gate of a graph call that no other thread waits for.
+_NO_GATE = nullcontext()
 
 Runner = Callable[[list[str], dict[str, npt.NDArray[np.int64]]], list[npt.NDArray[np.float32]]]
 
@@ -294,18 +299,21 @@ class Encoder:
         workers = min(self.threads, len(starts)) if len(texts) >= PARALLEL_TEXTS else 1
         if workers == 1:
             for start in starts:
-                self._embed_block(texts, start, batch_size, out, pause=False)
+                self._embed_block(texts, start, batch_size, out, gate=None)
                 advance(min(BLOCK_TEXTS, len(texts) - start))
             return
         queue = iter(starts)  # next() on a range iterator is atomic under the GIL
         failures: list[BaseException] = []
+        # One thread at a time holds the GIL to tokenize, so workers - 1 graph calls at once
+        # keep every core busy; more would only add their buffers to the peak memory.
+        gate = threading.Semaphore(max(1, workers - 1))
 
         def work() -> None:
             try:
                 for start in queue:
                     if failures:
                         return
-                    self._embed_block(texts, start, batch_size, out, pause=True)
+                    self._embed_block(texts, start, batch_size, out, gate=gate)
                     advance(min(BLOCK_TEXTS, len(texts) - start))
             except BaseException as exc:  # re-raised on the calling thread
                 failures.append(exc)
@@ -326,15 +334,16 @@ class Encoder:
         batch_size: int,
         out: npt.NDArray[np.float32],
         *,
-        pause: bool,
+        gate: threading.Semaphore | None,
     ) -> None:
         """Tokenize and embed ``texts[start:start + BLOCK_TEXTS]`` into the same rows of ``out``.
 
-        With ``pause``, the GIL is let go every :data:`PAUSE_TEXTS` texts (same ids).
+        With a ``gate`` (other threads at work), the GIL is let go every :data:`PAUSE_TEXTS`
+        texts (same ids) and each graph call holds the gate.
         """
         block = list(map(self._pooling.cut_text, texts[start : start + BLOCK_TEXTS]))
         try:
-            if pause:
+            if gate is not None:
                 parts = []
                 for first in range(0, len(block), PAUSE_TEXTS):
                     parts.append(self._tokenizer.encode_flat(block[first : first + PAUSE_TEXTS]))
@@ -346,16 +355,18 @@ class Encoder:
         except TypeError as exc:
             _raise_if_not_unicode(block, start, exc)
             raise
-        out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
+        out[start : start + len(block)] = self._embed(flat, lengths, batch_size, gate or _NO_GATE)
 
-    def _embed(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> npt.NDArray[np.float32]:
+    def _embed(
+        self, flat: TokenIds, lengths: TokenIds, batch_size: int, gate: AbstractContextManager[Any]
+    ) -> npt.NDArray[np.float32]:
         """Graph outputs of texts given as their ids end to end and counts."""
         ends = np.cumsum(lengths)
         starts = ends - lengths
         lengths = self._pooling.cut_lengths(lengths)  # the family keeps a text's first ids
         ends = starts + lengths
         if len(lengths) == 1 and lengths[0] <= CHUNK_TOKENS:  # one text: no sorting, no padding
-            return self._run_padded(flat, starts, ends, fmt.SENTENCE_EMBEDDING)
+            return self._run_padded(flat, starts, ends, fmt.SENTENCE_EMBEDDING, gate)
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")
         short = order[lengths[order] <= CHUNK_TOKENS]
@@ -366,13 +377,17 @@ class Encoder:
             while stop - start > 1 and (stop - start) * lengths[short[stop - 1]] > TOKEN_BUDGET:
                 stop -= 1
             rows = short[start:stop]
-            out[rows] = self._run_padded(flat, starts[rows], ends[rows], fmt.SENTENCE_EMBEDDING)
+            out[rows] = self._run_padded(
+                flat, starts[rows], ends[rows], fmt.SENTENCE_EMBEDDING, gate
+            )
             start = stop
         for i in order[lengths[order] > CHUNK_TOKENS]:
-            out[i] = self._embed_long(flat[starts[i] : ends[i]])
+            out[i] = self._embed_long(flat[starts[i] : ends[i]], gate)
         return out
 
-    def _embed_long(self, seq: TokenIds) -> npt.NDArray[np.float32]:
+    def _embed_long(
+        self, seq: TokenIds, gate: AbstractContextManager[Any] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Embed one long sequence from the summed rows of its chunks: exact, mean = sum / n.
 
         The graph leaves the family's skipped ids out of each sum; ``n`` leaves them out too.
@@ -383,7 +398,9 @@ class Encoder:
         per_call = max(1, TOKEN_BUDGET // CHUNK_TOKENS)
         for first in range(0, len(chunk_starts), per_call):
             calls = slice(first, first + per_call)
-            sums = self._run_padded(seq, chunk_starts[calls], chunk_ends[calls], fmt.TOKEN_SUM)
+            sums = self._run_padded(
+                seq, chunk_starts[calls], chunk_ends[calls], fmt.TOKEN_SUM, gate or _NO_GATE
+            )
             total += sums.sum(axis=0, dtype=np.float64)
         kept = self._pooling.counted(seq)
         mean = total / max(kept, 1)
@@ -419,9 +436,15 @@ class Encoder:
         return result
 
     def _run_padded(
-        self, flat: TokenIds, starts: TokenIds, ends: TokenIds, output: str
+        self,
+        flat: TokenIds,
+        starts: TokenIds,
+        ends: TokenIds,
+        output: str,
+        gate: AbstractContextManager[Any],
     ) -> npt.NDArray[np.float32]:
-        """Run the rows ``flat[starts[i]:ends[i]]``, padded into one ``[batch, length]`` call."""
+        """Run the rows ``flat[starts[i]:ends[i]]``, padded into one ``[batch, length]`` call
+        made holding ``gate``."""
         width = max(1, int((ends - starts).max()))
         positions = starts[:, None] + np.arange(width)
         mask = positions < ends[:, None]
@@ -429,7 +452,9 @@ class Encoder:
         # then the pad id is written over them: two vectorised passes, no loop over rows.
         source = flat if flat.size else self._pad
         input_ids = np.where(mask, source.take(positions, mode="clip"), self._pad)
-        result: npt.NDArray[np.float32] = self._run([output], input_ids, mask.astype(np.int64))[0]
+        mask_ids = mask.astype(np.int64)
+        with gate:
+            result: npt.NDArray[np.float32] = self._run([output], input_ids, mask_ids)[0]
         return result
 
     def _run(
