@@ -32,9 +32,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats,
-#: which should stay within the CPU cache. 2^12 ran the graph alone ~10% faster
-#: (bench/README.md), but with two calls at once (threads=2) their buffers took the peak RSS
-#: of Encoder() + the SciFact corpus from 60 MB to 68 MB; end to end the two are within noise.
+#: which should stay within the CPU cache. 2^12 ran the graph alone ~10% faster (SciFact
+#: docs, 7 alternating runs), but its buffers took the peak RSS of Encoder() + the SciFact
+#: corpus on 2 threads to 62 MB, against 58 MB at 2^11.
 TOKEN_BUDGET = 1 << 11
 #: Token sequences longer than this are embedded in chunks whose sums are added.
 CHUNK_TOKENS = 1 << 12
