@@ -15,6 +15,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from sse_onnx import Encoder
+from sse_onnx.encoder import CHUNK_TOKENS
 from sse_onnx.tokenizer import TextTokenizer
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "default_model.jsonl"
@@ -44,7 +45,7 @@ def test_the_file_is_of_the_bundled_model(encoder: Encoder) -> None:
     )
     assert (HEADER["variant"], HEADER["dim"]) == (encoder.variant, encoder.dim)
     assert len(ROWS) >= 20 and len(set(NAMES)) == len(NAMES)
-    assert max(len(row["ids"]) for row in ROWS) > 4096  # one text is embedded in chunks
+    assert max(len(row["ids"]) for row in ROWS) > CHUNK_TOKENS  # one is embedded in chunks
 
 
 @pytest.mark.parametrize("row", ROWS, ids=NAMES)
