@@ -96,8 +96,8 @@ await encoder.encode(texts, {{ batchSize: 64, truncateDim: 128 }});  // Matryosh
 ```
 
 onnxruntime-node's install script downloads binaries; offline, `npm install
---ignore-scripts` keeps the CPU binaries for linux-x64, darwin and win32 that ship inside the
-package.
+--ignore-scripts` keeps the CPU binaries that ship inside the package (Linux x64 and arm64,
+macOS arm64, Windows x64 and arm64; Linux x64 is the one tested).
 
 ## Browser (onnxruntime-web)
 
@@ -140,10 +140,13 @@ const worker = new Worker(new URL('./embed-worker.mjs', import.meta.url), {{ typ
 
 ## Electron and Tauri
 
+Neither was run here; both use the paths tested above.
+
 - **Electron**: in the main process (Node), use onnxruntime-node as above and send vectors to
-  the renderer over IPC; or in a renderer, use onnxruntime-web as in a browser. Pack the web
-  folder as an extra resource (unpacked from the asar archive when onnxruntime-node reads it)
-  and pass its path to `Encoder.load`.
+  the renderer over IPC; or in a renderer, use onnxruntime-web as in a browser. `Encoder.load`
+  reads the web folder with `fs` and hands onnxruntime the model's bytes, so the folder may
+  stay inside the asar archive; onnxruntime-node's native binding must be unpacked from it
+  (electron-builder's `asarUnpack`).
 - **Tauri**: the UI is a webview, so use onnxruntime-web as in a browser; put the web folder
   and onnxruntime-web's `.wasm` in the frontend's assets so they load from the app itself.
 
@@ -159,9 +162,10 @@ adds the family's cuts. The graph takes `input_ids` and `attention_mask` (int64
 onnxruntime-node {node} and onnxruntime-web {web} (its WebAssembly build, in Node 20 and in
 headless Chromium 156): the `Encoder`'s vectors equal the Python `sse_onnx.Encoder`'s within
 1e-5 (onnxruntime-node: 1e-7; onnxruntime-web, whose WebAssembly sums in another order:
-2.1e-6), and Chromium's equal Node's onnxruntime-web ones exactly. Every variant `sse-export`
-writes runs in both (sse-onnx's `bench/runtimes.py`, `bench/README.md`, with speeds: a query
-takes tens of microseconds). Older or newer releases are untested: check them with `{parity}`,
-one JSON line per text with the text, its `input_ids` and the default variant's normalised
-`sentence_embedding` (equal within 1e-5).
+2.1e-6), and Chromium's equal Node's onnxruntime-web ones exactly; so does the web worker
+above. Every variant `sse-export` writes loads and runs in both (sse-onnx's
+`bench/runtimes.py`, `bench/README.md`, with speeds: a query takes tens of microseconds).
+Older or newer releases are untested: check them with `{parity}`, one JSON line per text with
+the text, its `input_ids` and the default variant's normalised `sentence_embedding` (equal
+within 1e-5).
 """
