@@ -3,8 +3,8 @@
 The Python side exports the default model as the README's "Web and Node" section does, writes
 HF's ids and the Python Encoder's vectors, and runs ``node --test tests/web/web.test.mjs``:
 the JavaScript tokenizer must give HF's ids on the adversarial set, every SciFact document and
-query (when the data is present) and ``SSE_WEB_FUZZ`` generated strings (100,000 by default,
-the generator of tests/test_fast_tokenizer.py), and the JavaScript Encoder on onnxruntime-node
+query (when the data is present), ``SSE_WEB_FUZZ`` generated strings (100,000 by default,
+the generator of tests/test_fast_tokenizer.py) and every Unicode scalar value, and the JavaScript Encoder on onnxruntime-node
 and onnxruntime-web (WebAssembly) the Python Encoder's vectors within 1e-5. The npm packages
 are installed by ``npm ci --ignore-scripts`` in tests/web (CI does it); without them or
 without ``node`` the Node part is skipped, saying so.
@@ -233,6 +233,17 @@ FAMILY_TEXTS = [
 ]
 
 
+def every_code_point() -> list[str]:
+    """Every Unicode scalar value, in runs of 64 consecutive ones: joined by spaces, joined by
+    nothing (marks then combine and reorder with their neighbours) and between letters."""
+    codes = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    texts = []
+    for start in range(0, len(codes), 64):
+        run = [chr(c) for c in codes[start : start + 64]]
+        texts += [" ".join(run), "".join(run), "A" + "b".join(run) + "C"]
+    return texts
+
+
 def tiny_variant(path: Path, normalizer: normalizers.Normalizer | None) -> Path:
     """The tiny tokenizer with another normalizer (and the added tokens HF matches raw)."""
     write_tiny_tokenizer(path)
@@ -254,6 +265,7 @@ def cases(web_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     fuzz = list(random_texts(np.random.default_rng(2026), FUZZ))
     write_ids(ids, "adversarial", BERT_TOKENIZER, adversarial)
     write_ids(ids, "fuzz", BERT_TOKENIZER, fuzz)
+    write_ids(ids, "every-code-point", BERT_TOKENIZER, every_code_point())
     small = list(random_texts(np.random.default_rng(7), 2000))
     for name, normalizer in {
         "tiny-cased": normalizers.BertNormalizer(lowercase=False),
