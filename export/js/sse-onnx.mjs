@@ -314,6 +314,10 @@ function firstCodePoints(text, count) {
   return text.slice(0, units);
 }
 
+// Node's modules through a specifier in a variable, so that bundlers building for browsers
+// leave them alone instead of failing to resolve them.
+const nodeModule = (name) => import(/* webpackIgnore: true */ /* @vite-ignore */ name);
+
 function isNode() {
   return typeof process !== 'undefined' && Boolean(process.versions?.node);
 }
@@ -322,9 +326,9 @@ function isNode() {
 async function readBytes(base, name) {
   const url = base instanceof URL ? base : null;
   if (isNode() && (url === null ? !/^[a-z][a-z0-9+.-]+:\/\//i.test(String(base)) : url.protocol === 'file:')) {
-    const fs = await import('node:fs/promises');
-    const path = await import('node:path');
-    const { fileURLToPath } = await import('node:url');
+    const fs = await nodeModule('node:fs/promises');
+    const path = await nodeModule('node:path');
+    const { fileURLToPath } = await nodeModule('node:url');
     const folder = url ? fileURLToPath(url) : String(base);
     return new Uint8Array(await fs.readFile(path.join(folder, name)));
   }
