@@ -16,7 +16,7 @@
 // Usage (Node or a browser; `ort` is the app's onnxruntime-node or onnxruntime-web module):
 //
 //   import * as ort from 'onnxruntime-web';
-//   import { Encoder } from './sse-web/sse-onnx.mjs';
+//   import { Encoder, dot } from './sse-web/sse-onnx.mjs';
 //   const encoder = await Encoder.load(new URL('./sse-web/', import.meta.url), ort);
 //   const [a, b] = await encoder.encode(['static embeddings', 'fast vectors']);
 //   console.log(encoder.dim, dot(a, b));  // cosine: the rows are unit vectors
@@ -126,6 +126,7 @@ export class WordPieceTokenizer {
     // Added tokens, longest first: HF matches them leftmost-longest in the raw text.
     this.added = spec.added_tokens
       .map(([content, id]) => ({ content, id }))
+      .filter(({ content }) => content.length > 0)
       .sort((a, b) => b.content.length - a.content.length);
     for (const { id } of this.added) this.vocabSize = Math.max(this.vocabSize, id + 1);
     this.cache = new Map();
