@@ -72,9 +72,10 @@ Written by `sse-export --target web` (sse-onnx {version}). The model maps a text
 An app ships `{module}`, `{tokenizer}`, `manifest.json` and one model file. `{module}` is
 one dependency-free ES module, the same file in browsers, web workers, Node, Electron and
 Tauri. Its tokenizer gives Hugging Face tokenizers' ids exactly (checked on every text of
-`{parity}`, the SciFact corpus and 100,000 generated strings): every per-character decision
-is read from tables in `{tokenizer}` that the export asked of Hugging Face tokenizers itself,
-not from the JavaScript engine's Unicode data, which differs between engines and versions.
+`{parity}`, the SciFact corpus, 100,000 generated strings and every Unicode character): every
+per-character decision is read from tables in `{tokenizer}` that the export asked of Hugging
+Face tokenizers itself, not from the JavaScript engine's Unicode data, which differs between
+engines and versions.
 Its `Encoder` gives the Python `sse_onnx.Encoder`'s vectors (within 1e-5): the family's cuts,
 batches sorted by length, long texts in chunks whose sums are added, normalisation and
 `truncateDim`.
