@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -56,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "sse_onnx.corpus needs pyarrow and ray: pip install 'sse-onnx[scale]'."
     ) from exc
 
-from sse_onnx import errors
+from sse_onnx import errors, shards
 from sse_onnx import format as fmt
 from sse_onnx.embeddings import PRECISIONS, Precision, quantize
 from sse_onnx.encoder import BLOCK_TEXTS, Encoder
@@ -85,11 +86,19 @@ METADATA_KEY = b"sse_onnx"
 _QUANTIZED = ("int8", "uint8")
 #: Bytes of embeddings per Parquet row group: large groups keep the footer small and scans fast.
 ROW_GROUP_BYTES = 64 << 20
+#: Documents per shard of a folder output (and per actor call): 4 MB of 256-d float32, about
+#: 0.7 s of one worker (bench/scale.md), so 10^9 documents are 244,141 files and a killed
+#: worker or driver loses little work.
+SHARD_DOCS = 4096
+#: How long joining a cluster waits for its head to accept a connection.
+CONNECT_SECONDS = 5.0
 #: How long a job waits for Ray to have the CPUs it needs free before it gives up.
 FREE_CPU_WAIT_SECONDS = 30.0
 #: Ray's job environment: its workers list files too (over 200 inputs, several per task, each
 #: in a thread), so they settle the import that :func:`_settle_fsspec_http` describes first.
 _RUNTIME_ENV = {"worker_process_setup_hook": "sse_onnx.corpus._settle_fsspec_http"}
+#: Ray's logger that warns, on every local start, that token authentication is on.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 #: The last line of an actor's traceback when it raised one of the project's errors.
 _REMOTE_ERROR = re.compile(r"^sse_onnx\.errors\.(\w+): (.+)$", re.MULTILINE)
 
@@ -245,8 +254,10 @@ class CorpusSummary:
         seconds: Wall time of the whole call.
         startup_seconds: The part of it spent loading the model and starting or joining Ray.
         workers: Actors in the pool.
-        output: The Parquet file written.
-        output_bytes: Its size.
+        output: The Parquet file or the folder of shards written.
+        output_bytes: Its size (of all its shards).
+        resumed_docs: Of ``docs``, those a stopped job had already written (``resume``), which
+            this call neither embedded nor counted tokens of.
     """
 
     docs: int
@@ -256,11 +267,12 @@ class CorpusSummary:
     workers: int
     output: Path
     output_bytes: int
+    resumed_docs: int = 0
 
     @property
     def docs_per_second(self) -> float:
-        """Documents per second after start-up."""
-        return self.docs / max(self.seconds - self.startup_seconds, 1e-9)
+        """Documents embedded per second after start-up."""
+        return (self.docs - self.resumed_docs) / max(self.seconds - self.startup_seconds, 1e-9)
 
     def __str__(self) -> str:
         tokens = "" if self.tokens is None else f" ({self.tokens:,} tokens)"
@@ -269,8 +281,11 @@ class CorpusSummary:
             rate += (
                 f", {self.tokens / max(self.seconds - self.startup_seconds, 1e-9):,.0f} tokens/s"
             )
+        kept = ""
+        if self.resumed_docs:
+            kept = f" ({self.resumed_docs:,} of them kept from the stopped job's shards)"
         return (
-            f"embedded {self.docs:,} docs{tokens} in {self.seconds:.1f} s wall time "
+            f"embedded {self.docs:,} docs{tokens}{kept} in {self.seconds:.1f} s wall time "
             f"({self.startup_seconds:.1f} s of it starting up): {rate} after start-up, "
             f"{self.workers} workers; wrote {self.output_bytes / 1e6:.1f} MB to {self.output}"
         )
@@ -359,17 +374,24 @@ def embed_corpus(
     input_format: InputFormat | None = None,
     workers: int | None = None,
     cpus_per_worker: int = 1,
-    batch_size: int = BLOCK_TEXTS,
+    batch_size: int | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> CorpusSummary:
-    """Embed every document of ``inputs`` on Ray Data into one Parquet file, in input order.
+    """Embed every document of ``inputs`` on Ray Data into Parquet, in input order.
+
+    ``output`` is a ``.parquet`` file, which the driver writes, or a folder of Parquet shards
+    that the workers write, with a manifest (:mod:`sse_onnx.shards`): the folder scales past
+    one driver and a stopped job can be resumed.
 
     The output has a column ``id`` (the ``id_field`` values, or row numbers from 0 in input
     order when ``id_field`` is ``None``) and a column ``embedding`` (a fixed-size list, see
     :class:`CorpusEmbedder`); its schema metadata under :data:`METADATA_KEY` names the model,
     variant, dim and precision, and holds the int8/uint8 ranges. The file is written under a
-    ``.partial`` name and renamed when complete.
+    ``.partial`` name and renamed when complete. A folder holds one shard per ``batch_size``
+    documents (``part-000000000.parquet``, ...), each with the same columns and metadata,
+    then ``_manifest.json`` and ``_SUCCESS``, written last.
 
     The input is cut into batches of ``batch_size`` consecutive documents before the actors
     get them, because ``Encoder.encode`` cuts a call into blocks of
@@ -381,7 +403,8 @@ def embed_corpus(
 
     Args:
         inputs: JSONL or Parquet files or folders (see :func:`read_corpus`).
-        output: The Parquet file to write (replaced if it exists).
+        output: The Parquet file to write (replaced if it exists), or, for any path not
+            ending in ``.parquet``, a folder of shards: empty or missing, unless ``resume``.
         text_fields: Columns whose strings, joined with a space, are a document's text.
         id_field: Column of document ids; ``None`` numbers documents in input order.
         model: A folder written by ``sse-export``; ``None`` takes the bundled default model.
@@ -395,10 +418,14 @@ def embed_corpus(
         workers: Actors, each with its own Encoder; ``None`` uses every core of this machine
             (local Ray) or every CPU of the cluster but one.
         cpus_per_worker: CPUs (and onnxruntime threads) per actor.
-        batch_size: Documents per ``map_batches`` call, a multiple of ``BLOCK_TEXTS``.
+        batch_size: Documents per actor call, and per shard of a folder: a multiple of
+            ``BLOCK_TEXTS``; ``None`` takes ``BLOCK_TEXTS`` for a file and :data:`SHARD_DOCS`
+            for a folder.
         ray_address: Join the Ray cluster at this address; ``None`` starts a local Ray for the
             job (a Ray already initialised in this process is used as it is).
         progress: Show a progress bar with throughput on stderr.
+        resume: Finish the stopped job whose folder ``output`` is: its parameters must be
+            these, the shards it holds are kept and only the missing ones embedded.
 
     Returns:
         The summary: documents, tokens, wall time and throughput.
@@ -409,6 +436,10 @@ def embed_corpus(
         ValueError: for a bad option.
     """
     started = time.perf_counter()
+    target = Path(output)
+    sharded = target.suffix != ".parquet"
+    if batch_size is None:
+        batch_size = SHARD_DOCS if sharded else BLOCK_TEXTS
     for name, value in (
         ("calibration_docs", calibration_docs),
         ("cpus_per_worker", cpus_per_worker),
@@ -424,10 +455,15 @@ def embed_corpus(
         )
     if precision in _QUANTIZED and calibration_docs < 2:
         raise ValueError(f"calibration_docs={calibration_docs} must be at least 2 for {precision}.")
-    target = Path(output)
-    if target.is_dir() or not target.parent.is_dir():
+    if sharded:
+        target = target.absolute()  # Ray's workers may not share the driver's directory
+    elif target.is_dir() or not target.parent.is_dir():
         where = "is a folder" if target.is_dir() else f"is in {target.parent}, which does not exist"
         raise CorpusError(f"output {target} {where}; pass a .parquet file in an existing folder.")
+    if resume and not sharded:
+        raise ValueError(
+            f"resume=True needs a folder output (shards a stopped job left), not the file {target}."
+        )
     # Load the model here first: a bad folder fails before Ray starts, and the output's
     # metadata needs its name and width.
     path = None if model is None else str(Path(model).resolve())
@@ -444,7 +480,16 @@ def embed_corpus(
         "count_tokens": count_tokens,
     }
     CorpusEmbedder(**{**config, "precision": "float32", "count_tokens": False})  # checks options
-    _input_paths(inputs)  # a missing input fails before Ray starts
+    paths = _input_paths(inputs)  # a missing input fails before Ray starts
+    job = parameters = None
+    if sharded:
+        local = [p if "://" in p else os.path.abspath(p) for p in paths]
+        quantized = calibration_docs if precision in _QUANTIZED else None
+        parameters = shards.job_parameters(
+            encoder, config, local, input_format=input_format, shard_docs=batch_size,
+            calibration_docs=quantized,
+        )  # fmt: skip
+        job = shards.prepare(target, parameters, resume=resume)
     ray = _import_ray()
     own_ray = not ray.is_initialized()
     if own_ray:
@@ -452,9 +497,18 @@ def embed_corpus(
     try:
         pool = _pool_size(ray, workers, cpus_per_worker)
         dataset = _ordered(read_corpus(inputs, input_format=input_format))
-        if precision in _QUANTIZED:
+        if job is not None and job["ranges"] is not None:  # resumed: the ranges it started with
+            config["ranges"] = np.asarray(job["ranges"], dtype=np.float32)
+        elif precision in _QUANTIZED:
             config["ranges"] = _calibration_ranges(dataset, config, calibration_docs)
         startup = time.perf_counter() - started
+        if sharded:
+            assert parameters is not None  # set above for a folder
+            return _write_folder(
+                dataset, target, encoder, config, parameters,
+                batch_size=batch_size, pool=pool, cpus_per_worker=cpus_per_worker,
+                started=started, startup=startup, progress=progress,
+            )  # fmt: skip
         embedded = _ordered(
             dataset.repartition(target_num_rows_per_block=batch_size, strict=True).map_batches(
                 CorpusEmbedder,
@@ -477,6 +531,48 @@ def embed_corpus(
         workers=pool,
         output=Path(output),
         output_bytes=Path(output).stat().st_size,
+    )
+
+
+def _write_folder(
+    dataset: Dataset,
+    folder: Path,
+    encoder: Encoder,
+    config: dict[str, Any],
+    parameters: dict[str, Any],
+    *,
+    batch_size: int,
+    pool: int,
+    cpus_per_worker: int,
+    started: float,
+    startup: float,
+    progress: bool,
+) -> CorpusSummary:
+    """Write the shards the folder lacks from the workers, then the manifest and ``_SUCCESS``."""
+    shards.write_job(folder, parameters, config.get("ranges"))
+    job = json.loads((folder / shards.LAYOUT.job).read_text(encoding="utf-8"))
+    blocks = _ordered(dataset.repartition(target_num_rows_per_block=batch_size, strict=True))
+    with _progress(progress) as advance:
+        docs, embedded, tokens, entries = shards.write_shards(
+            blocks,
+            folder,
+            config,
+            shard_docs=batch_size,
+            workers=pool,
+            cpus_per_worker=cpus_per_worker,
+            advance=advance,
+            raise_remote=_raise_remote,
+        )
+    shards.write_manifest(folder, job, entries, encoder.manifest.package_version)
+    return CorpusSummary(
+        docs=docs,
+        tokens=tokens if config["count_tokens"] else None,
+        seconds=time.perf_counter() - started,
+        startup_seconds=startup,
+        workers=pool,
+        output=folder,
+        output_bytes=sum(e["bytes"] for e in entries),
+        resumed_docs=docs - embedded,
     )
 
 
@@ -574,11 +670,16 @@ def _batches(dataset: Dataset) -> Iterator[pa.Table]:
     try:
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     except Exception as exc:
-        # Ray hands the driver the actor's traceback as text only, not the exception object.
-        found = _REMOTE_ERROR.search(str(exc))
-        kind = getattr(errors, found.group(1), None) if found else None
-        if found is None or not (isinstance(kind, type) and issubclass(kind, SSEError)):
-            raise
+        _raise_remote(exc)
+        raise
+
+
+def _raise_remote(exc: BaseException) -> None:
+    """Raise again the sse_onnx error an actor raised; return for any other error."""
+    # Ray hands the driver the actor's traceback as text only, not the exception object.
+    found = _REMOTE_ERROR.search(str(exc))
+    kind = getattr(errors, found.group(1), None) if found else None
+    if found is not None and isinstance(kind, type) and issubclass(kind, SSEError):
         raise kind(found.group(2)) from exc
 
 
@@ -710,9 +811,22 @@ def _import_ray() -> Any:
 
 def _start_ray(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int) -> None:
     if address is not None:
+        _check_reachable(address)
         logger.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING, runtime_env=_RUNTIME_ENV)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, runtime_env=_RUNTIME_ENV)
+        except ConnectionError as exc:
+            hint = "check the address and that its head is running (ray status)"
+            if "AuthenticationError" in repr(exc.__cause__) or "token" in str(exc.__cause__):
+                hint = (
+                    "it asks for a token: set RAY_AUTH_MODE=token, with the cluster's token "
+                    "in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                )
+            raise CorpusError(f"cannot join the Ray cluster at {address}: {hint}.") from exc
         return
+    # Ray turns token authentication on for a cluster it starts (unless RAY_AUTH_MODE says
+    # otherwise) and warns that it did on every run: the default is kept, the warning dropped.
+    logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
     pool = workers or max(1, (os.cpu_count() or 1) // cpus_per_worker)
     # One CPU more than the actors take, for the reading and re-batching tasks.
     cpus = pool * cpus_per_worker + 1
@@ -723,3 +837,23 @@ def _start_ray(ray: Any, address: str | None, workers: int | None, cpus_per_work
         logging_level=logging.WARNING,
         runtime_env=_RUNTIME_ENV,
     )
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, in one line, when nothing listens at a ``host:port`` address.
+
+    Ray itself retries a dead address for about a minute, printing its own warnings, and then
+    raises a ``ConnectionError`` naming the node's IP rather than the address given.
+    """
+    found = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if found is None:  # "auto", or a form Ray resolves itself
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise CorpusError(
+            f"cannot join the Ray cluster at {address}: nothing answers there "
+            f"({exc.strerror or exc}); start its head (ray start --head --port={port}) or pass "
+            "the address it printed."
+        ) from exc

@@ -13,6 +13,10 @@ from sse_onnx.errors import SSEError
 
 __all__ = ["main"]
 
+#: sse_onnx.corpus.SHARD_DOCS, restated (a test keeps them equal) since importing that module
+#: needs the scale extra, and --help should not.
+SHARD_DOCS = 4096
+
 EXAMPLES = """\
 examples:
   sse-embed corpus.jsonl --output corpus.parquet
@@ -23,8 +27,11 @@ examples:
   sse-embed docs/*.parquet --model sse-256 --variant fp32 --dim 128 --precision int8 \\
       --row-ids --output out.parquet
       128 dims as int8 buckets calibrated on the first 10,000 documents; ids are row numbers
-  sse-embed s3://bucket/corpus/ --format parquet --ray-address auto --output out.parquet
-      on the running Ray cluster; the driver writes the output file
+  sse-embed s3://bucket/corpus/ --format parquet --ray-address auto --output out/
+      on the running Ray cluster; the workers write shards of out/ (a folder every node
+      reaches), then _manifest.json and _SUCCESS
+  sse-embed corpus.jsonl --output out/ --resume
+      finish the job that stopped while writing out/: only its missing shards are embedded
 """
 
 
@@ -33,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sse-embed",
         description="Embed every document of JSONL or Parquet files on Ray Data with "
-        "sse_onnx.Encoder, into one Parquet file of id and embedding, in input order.",
+        "sse_onnx.Encoder, into Parquet of id and embedding, in input order: one file written "
+        "by the driver, or a folder of shards written by the workers.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,7 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="JSONL or Parquet files, folders, or quoted glob patterns of local files",
     )
-    parser.add_argument("--output", required=True, metavar="OUT.parquet", help="file to write")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="OUT.parquet|DIR",
+        help="a .parquet file, written by the driver; or a folder (empty or new) of Parquet "
+        "shards written by the workers, with _manifest.json and _SUCCESS written last",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the stopped job of the --output folder (same command otherwise): keep "
+        "its shards, embed the missing ones",
+    )
     parser.add_argument(
         "--text-field",
         dest="text_fields",
@@ -105,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=BLOCK_TEXTS,
         metavar="N",
-        help=f"documents per actor call, a multiple of {BLOCK_TEXTS} (default: {BLOCK_TEXTS})",
+        help=f"documents per actor call and per shard, a multiple of {BLOCK_TEXTS} (default: "
+        f"{BLOCK_TEXTS} for a file, {SHARD_DOCS} for a folder)",
     )
     parser.add_argument(
         "--ray-address",
@@ -149,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             ray_address=args.ray_address,
             progress=args.progress,
+            resume=args.resume,
         )
     except (ImportError, SSEError, ValueError, TypeError) as exc:
         print(f"sse-embed: error: {exc}", file=sys.stderr)

@@ -30,12 +30,13 @@ ray = pytest.importorskip("ray", reason="needs the scale extra: pip install -e '
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from sse_onnx import CorpusError, Encoder  # noqa: E402
+from sse_onnx import CorpusError, Encoder, shards  # noqa: E402
 from sse_onnx import corpus as corpus_module  # noqa: E402
 from sse_onnx.corpus import METADATA_KEY, CorpusEmbedder, embed_corpus  # noqa: E402
 from sse_onnx.embed_cli import main  # noqa: E402
 from sse_onnx.embeddings import quantize  # noqa: E402
 from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL  # noqa: E402
+from sse_onnx.format import sha256_file  # noqa: E402
 
 SCIFACT = EVAL_DATA / "retrieval" / "scifact" / "corpus.jsonl"
 WORDS = [
@@ -241,6 +242,85 @@ def test_several_parquet_files_read_on_every_run(
     np.testing.assert_array_equal(vectors, Encoder().encode([d["text"] for d in documents[:800]]))
 
 
+def read_folder(folder: Path) -> tuple[list[Any], npt.NDArray[Any], dict[str, Any]]:
+    """The shards of a folder output as one table (Parquet readers skip its "_" files), and
+    its manifest, after checking every shard against the manifest."""
+    manifest = json.loads((folder / "_manifest.json").read_text(encoding="utf-8"))
+    assert (folder / "_SUCCESS").is_file()
+    names = sorted(p.name for p in folder.glob("part-*.parquet"))
+    assert [entry["file"] for entry in manifest["shards"]] == names
+    for entry in manifest["shards"]:
+        path = folder / entry["file"]
+        assert (entry["bytes"], entry["sha256"]) == (path.stat().st_size, sha256_file(path))
+        assert pq.ParquetFile(path).metadata.num_rows == entry["rows"]
+    ids, vectors, metadata = read_output(folder)
+    assert len(ids) == manifest["rows"] == sum(e["rows"] for e in manifest["shards"])
+    return ids, vectors, {**metadata, "manifest": manifest}
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_folder_of_shards_written_by_the_workers_equals_one_encode_call(
+    tmp_path: Path, jsonl: Path, documents: list[dict[str, str]]
+) -> None:
+    out = tmp_path / "out"
+    summary = embed_corpus(
+        [jsonl], out, id_field="doc", dim=64, precision="int8", calibration_docs=500,
+        batch_size=512, workers=2, progress=False,
+    )  # fmt: skip
+
+    ids, vectors, metadata = read_folder(out)
+    floats = Encoder().encode([d["text"] for d in documents], truncate_dim=64)
+    lows, highs = floats[:500].min(axis=0), floats[:500].max(axis=0)
+    assert ids == [d["doc"] for d in documents]  # shard names give the input order
+    np.testing.assert_array_equal(vectors, buckets(floats, lows, highs))
+    manifest = metadata["manifest"]
+    assert [e["rows"] for e in manifest["shards"]] == [512] * 4 + [252]
+    assert [e["first_row"] for e in manifest["shards"]] == [0, 512, 1024, 1536, 2048]
+    assert (manifest["dim"], manifest["precision"], manifest["variant"]) == (64, "int8", "int8")
+    np.testing.assert_array_equal(np.array(manifest["ranges"], dtype=np.float32), [lows, highs])
+    assert metadata["ranges"] == manifest["ranges"]  # every shard carries them too
+    assert manifest["model_sha256"] == Encoder().manifest.variants["int8"].sha256
+    assert (summary.docs, summary.resumed_docs, summary.output) == (2300, 0, out.absolute())
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("part-")) == [
+        "_SUCCESS", "_job.json", "_manifest.json",
+    ]  # fmt: skip
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_killed_shard_writer_is_run_again_and_row_ids_follow_the_input(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    documents: list[dict[str, str]],
+    reference: npt.NDArray[np.float32],
+) -> None:
+    source = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": [d["text"] for d in documents]}), source)
+    marker = tmp_path / "killed"
+
+    class DyingWriter(shards.ShardWriter):
+        """Kills its own process in the middle of shard 2, once."""
+
+        def write(self, pieces: Any, index: int, start: int) -> Any:
+            if index == 2:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    pass  # the retry
+                else:
+                    os._exit(1)
+            return super().write(pieces, index, start)
+
+    monkeypatch.setattr(shards, "ShardWriter", DyingWriter)
+    out = tmp_path / "out"
+    embed_corpus([source], out, id_field=None, batch_size=512, workers=2, progress=False)
+
+    assert marker.exists(), "no worker died: the test did not test a retry"
+    ids, vectors, _ = read_folder(out)
+    assert ids == list(range(len(documents)))
+    np.testing.assert_array_equal(vectors, reference)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
 def test_ray_workers_settle_the_import_before_they_list_files() -> None:
     """Over 200 inputs, Ray lists several per task in its workers' threads: the same race."""
     code = (
@@ -281,8 +361,13 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
         embed_corpus([jsonl], tmp_path / "x.parquet", dim=300)
     with pytest.raises(CorpusError, match=r"is in .*nowhere, which does not exist"):
         embed_corpus([jsonl], tmp_path / "nowhere" / "x.parquet")
+    (tmp_path / "folder.parquet").mkdir()
     with pytest.raises(CorpusError, match=r"is a folder; pass a \.parquet file"):
+        embed_corpus([jsonl], tmp_path / "folder.parquet")
+    with pytest.raises(CorpusError, match=r"not empty \(1 files: folder\.parquet\); pass --resume"):
         embed_corpus([jsonl], tmp_path)
+    with pytest.raises(ValueError, match="resume=True needs a folder output"):
+        embed_corpus([jsonl], tmp_path / "x.parquet", resume=True)
     with pytest.raises(CorpusError, match="column 'body' holds int64, not strings"):
         CorpusEmbedder(text_fields=["body"])(pa.table({"id": [1], "body": [3]}))
     with pytest.raises(CorpusError, match=r"no column 'body' \(it has \['id', 'text'\]\)"):
