@@ -1,0 +1,288 @@
+"""sse-embed as its own process: a driver killed mid-job and resumed, a Ray head started apart
+and joined by its address, an address where nothing answers.
+
+Each test runs the command in a subprocess with its own local Ray or cluster (about half a
+minute each on 2 cores), apart from tests/test_corpus.py's in-process Ray. Every process a test
+starts is ended by its id: ``ray stop`` would stop every Ray of the machine, other jobs' too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+pytest.importorskip("ray", reason="needs the scale extra: pip install -e '.[scale]'")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+from test_corpus import WORDS, ray_temp_dir, read_folder  # noqa: E402
+
+from sse_onnx import Encoder  # noqa: E402
+
+#: Documents of the killed job: 47 shards of 256, so the driver is killed well before the end.
+KILLED_JOB_DOCS = 12_000
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+    """A JSONL file of documents of 0 to 300 words (seeded): its path, ids and texts."""
+    rng = np.random.default_rng(11)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(0, 300))) for _ in range(KILLED_JOB_DOCS)]
+    ids = [f"d{i:05d}" for i in range(len(texts))]
+    path = tmp_path_factory.mktemp("jobs") / "docs.jsonl"
+    lines = (json.dumps({"doc": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True))
+    path.write_text("".join(lines), encoding="utf-8")
+    return path, ids, texts
+
+
+@pytest.fixture(scope="module")
+def reference(corpus: tuple[Path, list[str], list[str]]) -> npt.NDArray[np.float32]:
+    embeddings: npt.NDArray[np.float32] = Encoder().encode(corpus[2])
+    return embeddings
+
+
+def sse_embed(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sse_onnx.embed_cli", *args, "--no-progress"]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (children, their children, ...)."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:  # the parent pid is the 4th field, after the parenthesised command name
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(proc.name)] = int(stat[1])
+            except (OSError, IndexError, ValueError):  # the process ended meanwhile
+                continue
+    found, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found - {pid}
+
+
+def end_processes(pids: set[int], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, the processes of ``pids`` still alive."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_killed_driver_is_resumed_without_recomputing_its_shards(
+    tmp_path: Path, corpus: tuple[Path, list[str], list[str]], reference: npt.NDArray[np.float32]
+) -> None:
+    source, ids, _ = corpus
+    out = tmp_path / "out"
+    command = sse_embed(
+        str(source), "--output", str(out), "--id-field", "doc", "--batch-size", "256",
+        "--workers", "2",
+    )  # fmt: skip
+    with ray_temp_dir() as temp:
+        env = {**os.environ, "RAY_TMPDIR": temp}
+        driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ray_processes: set[int] = set()
+        try:
+            deadline = time.monotonic() + 300
+            while len(list(out.glob("part-*.parquet"))) < 3:
+                assert driver.poll() is None, driver.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "no shard written in 5 minutes"
+                time.sleep(0.02)
+            ray_processes = descendants(driver.pid)
+            driver.send_signal(signal.SIGKILL)
+            driver.communicate()
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.communicate()
+            # The local Ray dies with its driver but for two agents (DashboardAgent,
+            # RuntimeEnvAgent), which outlive it; its workers may still be renaming a shard.
+            end_processes(ray_processes)
+        assert not (out / "_SUCCESS").exists() and not (out / "_manifest.json").exists()
+        kept = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.glob("part-*")}
+        assert 3 <= len(kept) < -(-len(ids) // 256)
+
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        resumed = subprocess.run(
+            [*command, "--resume"], env=env, capture_output=True, text=True, timeout=600
+        )
+
+    assert refused.returncode == 1
+    assert re.fullmatch(
+        rf"sse-embed: error: output {re.escape(str(out))} is not empty \(\d+ files: _job\.json, "
+        r"part-000000000\.parquet, .*\); pass --resume to finish the job it holds, or choose an "
+        r"empty folder\.",
+        refused.stderr.strip(),
+    ), refused.stderr
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"({256 * len(kept):,} of them kept from the stopped job's shards)" in resumed.stdout
+    for name, stamp in kept.items():  # not written again
+        assert (os.stat(out / name).st_mtime_ns, os.stat(out / name).st_ino) == stamp, name
+    found_ids, vectors, metadata = read_folder(out)
+    assert found_ids == ids
+    np.testing.assert_array_equal(vectors, reference)  # as one encode call: as if never killed
+    assert metadata["manifest"]["rows"] == len(ids)
+
+
+def test_a_resume_with_other_parameters_is_refused(
+    tmp_path: Path, corpus: tuple[Path, list[str], list[str]]
+) -> None:
+    source = corpus[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    encoder = Encoder()
+    job = {
+        "format": "sse-onnx-corpus",
+        "version": 1,
+        "parameters": {
+            "model": encoder.manifest.model_name,
+            "model_sha256": encoder.manifest.variants[encoder.variant].sha256,
+            "tokenizer_sha256": encoder.manifest.tokenizer.sha256,
+            "variant": encoder.variant,
+            "dim": 256,
+            "precision": "float32",
+            "text_fields": ["text"],
+            "id_field": "doc",
+            "shard_docs": 256,
+            "calibration_docs": None,
+            "input_format": None,
+            "inputs": [{"path": str(source), "bytes": source.stat().st_size}],
+        },
+        "ranges": None,
+    }
+    (out / "_job.json").write_text(json.dumps(job), encoding="utf-8")
+    base = sse_embed(str(source), "--output", str(out), "--id-field", "doc", "--batch-size", "256")
+
+    dim = subprocess.run([*base, "--dim", "64", "--resume"], capture_output=True, text=True)
+    grown = source.with_name("grown.jsonl")
+    grown.write_bytes(source.read_bytes() + b'{"doc": "x", "text": "one more"}\n')
+    job["parameters"]["inputs"] = [{"path": str(grown), "bytes": source.stat().st_size}]
+    (out / "_job.json").write_text(json.dumps(job), encoding="utf-8")
+    grown_command = [*base, "--resume"]
+    grown_command[grown_command.index(str(source))] = str(grown)
+    size = subprocess.run(grown_command, capture_output=True, text=True)
+
+    assert dim.returncode == 1
+    assert dim.stderr.strip() == (
+        f"sse-embed: error: output {out} holds a job with other parameters (dim: 256 there, 64 "
+        "now); resume with the command that started it, or choose an empty folder."
+    )
+    assert size.returncode == 1
+    assert re.fullmatch(
+        rf"sse-embed: error: output {re.escape(str(out))} holds a job with other parameters "
+        rf"\(inputs: .*'bytes': {source.stat().st_size}.* there, .*'bytes': "
+        rf"{grown.stat().st_size}.* now\); .*",
+        size.stderr.strip(),
+    ), size.stderr
+
+
+@pytest.fixture
+def ray_head() -> Iterator[int]:
+    """A Ray head started as its own process on 127.0.0.1 (3 CPUs): its port.
+
+    ``ray start`` turns token authentication on; a driver given an address asks for a token only
+    with RAY_AUTH_MODE=token, as Ray documents, so the test sets it for both.
+    """
+    port = free_port()
+    with ray_temp_dir() as temp:
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        ray_command = Path(sys.executable).with_name("ray")
+        try:
+            started = subprocess.run(
+                [
+                    str(ray_command), "start", "--head", "--node-ip-address=127.0.0.1",
+                    f"--port={port}", "--num-cpus=3", f"--temp-dir={temp}",
+                    "--include-dashboard=false", "--disable-usage-stats",
+                ],
+                env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert started.returncode == 0, started.stderr[-3000:]
+            yield port
+        finally:
+            # Stopped by process id: its processes name the temp folder, and their children
+            # (workers, agents) hang under them.
+            head = {pid for pid in _pids() if temp in _cmdline(pid)}
+            end_processes(head | {d for pid in head for d in descendants(pid)})
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_sse_embed_joins_a_ray_head_started_apart(
+    tmp_path: Path,
+    ray_head: int,
+    corpus: tuple[Path, list[str], list[str]],
+    reference: npt.NDArray[np.float32],
+) -> None:
+    source, ids, _ = corpus
+    out = tmp_path / "out"
+    address = f"127.0.0.1:{ray_head}"
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    done = subprocess.run(
+        sse_embed(
+            str(source), "--output", str(out), "--id-field", "doc", "--workers", "2",
+            "--ray-address", address,
+        ),
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 workers" in done.stdout
+    found_ids, vectors, _ = read_folder(out)
+    assert found_ids == ids
+    np.testing.assert_array_equal(vectors, reference)
+    # Ray's noise (issue 19, point 7): neither its token warning nor its core_worker line.
+    assert done.stderr.strip() == f"joining the Ray cluster at {address}", done.stderr
+
+
+def test_an_address_where_nothing_answers_is_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"id": "a", "text": "a cat"}\n', encoding="utf-8")
+    address = f"127.0.0.1:{free_port()}"
+
+    done = subprocess.run(
+        sse_embed(str(source), "--output", str(tmp_path / "out"), "--ray-address", address),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"sse-embed: error: cannot join the Ray cluster at {address}: nothing answers there "
+        f"(Connection refused); start its head (ray start --head --port={address[10:]}) or "
+        "pass the address it printed."
+    )
