@@ -10,8 +10,11 @@ with a fresh Encoder, so that cache starts empty, as in a corpus run. Measured:
 - Ray: ``embed_corpus`` (the ``sse-embed`` path: read, re-batch, actors, the driver writing
   Parquet) with 1 and 2 workers on a local Ray started once: wall time, start-up (model load,
   reading set up), the time until the driver has the first batch (actor start, the first
-  1,024 documents), docs/s after start-up; the driver's CPU time as a share of the wall time
-  (Ray Data's executor loop runs in the driver); and 2 workers with ``count_tokens``;
+  batch of 256 documents), docs/s after start-up; the driver's CPU time as a share of the wall
+  time (Ray Data's executor loop runs in the driver); and 2 workers with ``count_tokens``;
+- Ray, sharded: the same with ``output`` a folder (``sse-embed --output DIR``): the workers
+  embed shards of 4,096 documents and write them, the driver handles block references only;
+  "first batch" is then the first shard written;
 - the driver's Parquet writer alone: documents/s of 256-d float32, its bound per driver;
 - the time to start and stop a local Ray;
 - memory: peak RSS (VmHWM) of a 1-CPU Ray worker that builds a ``CorpusEmbedder`` and embeds
@@ -37,6 +40,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -53,7 +57,7 @@ import pyarrow.parquet as pq
 import ray
 
 from sse_onnx import Encoder, corpus
-from sse_onnx.corpus import CorpusEmbedder, embed_corpus
+from sse_onnx.corpus import SHARD_DOCS, CorpusEmbedder, embed_corpus
 from sse_onnx.embeddings import Precision
 from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL
 from sse_onnx.tokenizer import TextTokenizer
@@ -127,18 +131,25 @@ def batch_times() -> Iterator[list[tuple[float, int]]]:
 
 
 def on_ray(
-    source: Path, out: Path, workers: int, repeats: int, count_tokens: bool = False
+    source: Path,
+    out: Path,
+    workers: int,
+    repeats: int,
+    count_tokens: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     runs = []
     for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)  # a folder output must start empty
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         with batch_times() as marks:
             started = time.perf_counter()
             summary = embed_corpus(
-                [source], out, workers=workers, count_tokens=count_tokens, progress=False
-            )
+                [source], out, workers=workers, count_tokens=count_tokens, progress=False,
+                batch_size=batch_size,
+            )  # fmt: skip
         used = resource.getrusage(resource.RUSAGE_SELF)
-        first = marks[0][0]
+        first = next(t for t, docs in marks if docs)  # a resumed shard would count 0
         runs.append(
             {
                 "seconds": summary.seconds,
@@ -150,8 +161,8 @@ def on_ray(
             }
         )
     medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    return {"workers": workers, "count_tokens": count_tokens, **medians,
-            "load_average": os.getloadavg()[0]}  # fmt: skip
+    return {"workers": workers, "count_tokens": count_tokens, "sharded": out.suffix != ".parquet",
+            "batch_size": batch_size, **medians, "load_average": os.getloadavg()[0]}  # fmt: skip
 
 
 def writer_docs_per_s(work: Path, repeats: int) -> float:
@@ -286,6 +297,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     sys.exit(f"Ray output with {workers} workers differs from the plain process")
             out = work / "out-tokens.parquet"
             results["ray"].append(on_ray(source, out, 2, args.repeats, count_tokens=True))
+            # The shards' batches, through the driver: which part of the gap is batch size.
+            out = work / "out-large-batches.parquet"
+            results["ray"].append(on_ray(source, out, 2, args.repeats, batch_size=SHARD_DOCS))
+            if not np.array_equal(read_vectors(out), reference):
+                sys.exit(f"Ray output in batches of {SHARD_DOCS} differs from the plain process")
+            results["sharded"] = []
+            for workers in (1, 2):
+                out = work / f"shards-{workers}"
+                results["sharded"].append(on_ray(source, out, workers, args.repeats))
+                if not np.array_equal(read_vectors(out), reference):
+                    sys.exit(f"shards of {workers} workers differ from the plain process")
             results["ray_processes_mb"] = ray_processes_mb()
             results["worker_memory"] = worker_peak_mb(texts)
             results["outputs"] = output_sizes(texts, work)
@@ -319,11 +341,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {rate:,.0f} | {rate * tokens_per_doc:,.0f} | {p['seconds']:.2f} | - | - | - "
             f"| {p['load_average']:.1f} |"
         )
-    for q in r["ray"]:
+    for q in [*r["ray"], *r["sharded"]]:
         rate = q["docs_per_s"]
         lines.append(
             f"| Ray, {q['workers']} worker{'s' if q['workers'] > 1 else ''}"
-            f"{', counting tokens' if q['count_tokens'] else ''} | {rate:,.0f} "
+            f"{', counting tokens' if q['count_tokens'] else ''}"
+            f"{', shards written by the workers' if q['sharded'] else ', driver writes the file'}"
+            f"{batches(q.get('batch_size'))}"
+            f" | {rate:,.0f} "
             f"| {rate * tokens_per_doc:,.0f} | {q['seconds']:.2f} | {q['startup_seconds']:.2f} "
             f"| {q['first_batch_seconds']:.2f} | {q['driver_cpu_share']:.0%} "
             f"| {q['load_average']:.1f} |"
@@ -344,6 +369,11 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join([*lines, "", cost_model(r)])
 
 
+def batches(size: int | None) -> str:
+    """A run's batch size for its label, when not the default."""
+    return "" if size is None else f", batches of {size:,}"
+
+
 def cost_model(r: dict[str, Any]) -> str:
     """Extrapolate the measured rates, memory and file sizes to 10^8 and 10^9 documents."""
     # Steady rates, once the actors run: the documents after the first batch over the time
@@ -354,20 +384,29 @@ def cost_model(r: dict[str, Any]) -> str:
     ]
     per_core = {"1 worker": steady[0], "2 workers": steady[1] / 2}
     writer_docs_per_s = r["writer_docs_per_s"]
+    sharded_steady = [
+        (r["docs"] - SHARD_DOCS) / (q["seconds"] - q["startup_seconds"] - q["first_batch_seconds"])
+        for q in r["sharded"]
+    ]
     # If all of the driver's CPU time were work per document, one driver would take this many:
     driver_docs_per_s = min(q["docs_per_s"] / q["driver_cpu_share"] for q in r["ray"][:2])
+    # With shards written by the workers, the driver keeps Ray Data's loop (reading and
+    # re-batching the input) and one task per shard; the vectors no longer pass through it.
+    sharded_driver_docs_per_s = min(q["docs_per_s"] / q["driver_cpu_share"] for q in r["sharded"])
     worker_mb = r["worker_memory"]["peak_mb"]
     lines = [
         "**Extrapolation** from the rows above (documents of about "
         f"{r['tokens'] / r['docs']:.0f} tokens; cost grows with tokens per document), at the "
         f"steady rates after the first batch: {steady[0]:,.0f} docs/s with 1 worker, "
-        f"{steady[1]:,.0f} with 2 (so {per_core['2 workers']:,.0f} per core):",
+        f"{steady[1]:,.0f} with 2 (so {per_core['2 workers']:,.0f} per core); with shards "
+        f"written by the workers {sharded_steady[0]:,.0f} and {sharded_steady[1]:,.0f}:",
         "",
         "| documents | core-hours (rate per core from 1 worker / from 2 workers) "
-        "| hours through one driver (all its CPU per document / writer alone) | memory | "
+        "| hours through one driver writing the file (all its CPU per document / writer alone) "
+        "| hours through one driver of a sharded job (all its CPU per document) | memory | "
         + " | ".join(f"output {o['dim']}d {o['precision']}" for o in r["outputs"])
         + " |",
-        "|---|---|---|---|" + "---|" * len(r["outputs"]),
+        "|---|---|---|---|---|" + "---|" * len(r["outputs"]),
     ]
     for docs in (1e8, 1e9):
         hours = " / ".join(f"{docs / rate / 3600:,.0f}" for rate in per_core.values())
@@ -375,6 +414,7 @@ def cost_model(r: dict[str, Any]) -> str:
         lines.append(
             f"| 10^{len(str(int(docs))) - 1} | {hours} "
             f"| {docs / driver_docs_per_s / 3600:,.1f} / {docs / writer_docs_per_s / 3600:,.1f} "
+            f"| {docs / sharded_driver_docs_per_s / 3600:,.1f} "
             f"| {worker_mb:.0f} MB per worker + Ray per node | {sizes} |"
         )
     lines += [
@@ -384,7 +424,12 @@ def cost_model(r: dict[str, Any]) -> str:
         f"docs/s, about {driver_docs_per_s / per_core['1 worker']:.0f} workers' output; its "
         f"Parquet writer alone takes {writer_docs_per_s:,.0f} docs/s of 256-d float32 (about "
         f"{writer_docs_per_s / per_core['1 worker']:.0f} workers). Past that, or past its "
-        "network link, the driver is the bottleneck.",
+        "network link, the driver is the bottleneck. With the output a folder of shards that the "
+        "workers write, the vectors do not pass through the driver, and counted the same way "
+        f"it takes {sharded_driver_docs_per_s:,.0f} docs/s (about "
+        f"{sharded_driver_docs_per_s / per_core['1 worker']:.0f} workers' output): what remains "
+        "in it is Ray Data's loop reading and re-batching the input, and one task per shard of "
+        f"{SHARD_DOCS:,} documents.",
     ]
     return "\n".join(lines)
 

@@ -284,6 +284,12 @@ def write_shards(
                 entries[index] = _existing(present[index], index, start, rows)
                 advance(0, tokens)
                 continue
+            # Take the shards already written (for the progress bar and early errors), then
+            # wait for one if every worker has its queue full.
+            if running:
+                done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+                for task in done:
+                    finish(task)
             while len(running) >= TASKS_PER_WORKER * workers:
                 done, _ = ray.wait(list(running), num_returns=1)
                 finish(done[0])
