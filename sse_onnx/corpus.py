@@ -842,8 +842,9 @@ def _start_ray(ray: Any, address: str | None, workers: int | None, cpus_per_work
 def _check_reachable(address: str) -> None:
     """Fail at once, in one line, when nothing listens at a ``host:port`` address.
 
-    Ray itself retries a dead address for about a minute, printing its own warnings, and then
-    raises a ``ConnectionError`` naming the node's IP rather than the address given.
+    Ray itself retries a dead address, printing a warning every few seconds (still retrying
+    after 5 minutes when measured), then raises a ``ConnectionError`` that names the node's IP
+    rather than the address given.
     """
     found = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
     if found is None:  # "auto", or a form Ray resolves itself
