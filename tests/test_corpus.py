@@ -376,6 +376,12 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
         CorpusEmbedder()(pa.table({"id": [1, None], "text": ["a", "b"]}))
 
 
+def test_the_command_states_the_shard_size_of_the_module() -> None:
+    from sse_onnx import embed_cli
+
+    assert embed_cli.SHARD_DOCS == corpus_module.SHARD_DOCS
+
+
 def test_import_sse_onnx_does_not_import_ray_or_pyarrow() -> None:
     code = "import sys, sse_onnx; print(sorted({'ray', 'pyarrow'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
