@@ -8,7 +8,8 @@ Three parts, usable alone or together through :func:`embed_corpus` (the ``sse-em
   the actor; it turns an Arrow table of documents into one of ``id`` and ``embedding``;
 - :func:`embed_corpus`: reads, embeds on a pool of such actors (on a local Ray started for the
   job, or on the cluster at ``ray_address``) and streams the embeddings, in input order, into
-  one Parquet file written by the driver, with a progress bar and a summary.
+  one Parquet file written by the driver, or has the actors write them as a folder of shards
+  (:mod:`sse_onnx.shards`), which a stopped job resumes; with a progress bar and a summary.
 
 :func:`embed_corpus` gives bit for bit the vectors of one ``Encoder().encode`` call on all the
 texts. ``encode`` pads the texts of each block of ``BLOCK_TEXTS`` together, and the float
@@ -19,9 +20,11 @@ calibrated once, on the first ``calibration_docs`` documents, and the ranges are
 output's metadata. Binary precisions depend on each vector alone.
 
 Ray Data restarts a dead actor and runs its batch again; the driver receives each batch once
-and in order, so the output has neither gaps nor duplicates. An error in the data (a missing
-column, a null text) is not retried: it stops the job with a :class:`~sse_onnx.CorpusError`,
-and no output file is left.
+and in order, so the output has neither gaps nor duplicates (a shard's writer is restarted and
+its shard written again, under a temporary name renamed when complete). An error in the data
+(a missing column, a null text) is not retried: it stops the job with a
+:class:`~sse_onnx.CorpusError`, and no output file is left (a folder keeps its finished shards,
+without ``_SUCCESS``).
 
 Needs ``pip install 'sse-onnx[scale]'`` (ray[data], pyarrow, tqdm); ``import sse_onnx`` does
 not import this module.

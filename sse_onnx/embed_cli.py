@@ -27,9 +27,9 @@ examples:
   sse-embed docs/*.parquet --model sse-256 --variant fp32 --dim 128 --precision int8 \\
       --row-ids --output out.parquet
       128 dims as int8 buckets calibrated on the first 10,000 documents; ids are row numbers
-  sse-embed s3://bucket/corpus/ --format parquet --ray-address auto --output out/
-      on the running Ray cluster; the workers write shards of out/ (a folder every node
-      reaches), then _manifest.json and _SUCCESS
+  sse-embed s3://bucket/corpus/ --format parquet --ray-address auto --output /shared/out/
+      on the running Ray cluster; the workers write the shards of /shared/out/ (a folder
+      every node reaches at that path), then _manifest.json and _SUCCESS
   sse-embed corpus.jsonl --output out/ --resume
       finish the job that stopped while writing out/: only its missing shards are embedded
 """
