@@ -121,8 +121,8 @@ def prepare(folder: Path, parameters: dict[str, Any], *, resume: bool) -> dict[s
     """Check the output folder before Ray starts; returns the stopped job's ``_job.json``, if any.
 
     Raises:
-        CorpusError: if the folder is not empty and ``resume`` is false, or if it holds another
-            job than this one, or anything but a job's files.
+        CorpusError: if the folder is not empty and ``resume`` is false, or if it holds no
+            readable ``_job.json`` or another job than this one.
     """
     if folder.exists() and not folder.is_dir():
         raise CorpusError(f"output {folder} is a file; pass a folder, or a .parquet file name.")
@@ -143,8 +143,14 @@ def prepare(folder: Path, parameters: dict[str, Any], *, resume: bool) -> dict[s
             f"output {folder} holds no {LAYOUT.job}, so no job sse-embed started; it cannot be "
             "resumed. Choose an empty folder."
         )
-    job: dict[str, Any] = json.loads(job_path.read_text(encoding="utf-8"))
-    stored = job.get("parameters", {})
+    try:
+        job: dict[str, Any] = json.loads(job_path.read_text(encoding="utf-8"))
+        stored = job["parameters"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorpusError(
+            f"{job_path} is not a job sse-embed wrote ({exc!r}); it cannot be resumed. Choose an "
+            "empty folder."
+        ) from exc
     differ = [key for key in parameters if stored.get(key) != parameters[key]]
     if differ:
         shown = "; ".join(f"{k}: {stored.get(k)!r} there, {parameters[k]!r} now" for k in differ)

@@ -368,6 +368,11 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
         embed_corpus([jsonl], tmp_path)
     with pytest.raises(ValueError, match="resume=True needs a folder output"):
         embed_corpus([jsonl], tmp_path / "x.parquet", resume=True)
+    with pytest.raises(CorpusError, match=r"holds no _job\.json, so no job sse-embed started"):
+        embed_corpus([jsonl], tmp_path, resume=True)
+    (tmp_path / "_job.json").write_text("{", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"_job\.json is not a job sse-embed wrote \(JSONDecode"):
+        embed_corpus([jsonl], tmp_path, resume=True)
     with pytest.raises(CorpusError, match="column 'body' holds int64, not strings"):
         CorpusEmbedder(text_fields=["body"])(pa.table({"id": [1], "body": [3]}))
     with pytest.raises(CorpusError, match=r"no column 'body' \(it has \['id', 'text'\]\)"):
