@@ -131,6 +131,9 @@ def test_a_killed_driver_is_resumed_without_recomputing_its_shards(
         resumed = subprocess.run(
             [*command, "--resume"], env=env, capture_output=True, text=True, timeout=600
         )
+        whole = tmp_path / "uninterrupted"
+        uninterrupted = [str(whole) if arg == str(out) else arg for arg in command]
+        subprocess.run(uninterrupted, env=env, capture_output=True, timeout=600, check=True)
 
     assert refused.returncode == 1
     assert re.fullmatch(
@@ -147,6 +150,10 @@ def test_a_killed_driver_is_resumed_without_recomputing_its_shards(
     assert found_ids == ids
     np.testing.assert_array_equal(vectors, reference)  # as one encode call: as if never killed
     assert metadata["manifest"]["rows"] == len(ids)
+    # Byte for byte the folder of the uninterrupted run: every shard, so the manifest too.
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in whole.iterdir())
+    for path in sorted(whole.iterdir()):
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_a_resume_with_other_parameters_is_refused(
