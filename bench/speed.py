@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -42,7 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -67,8 +69,7 @@ Embed = Callable[[list[str]], FloatArray]
 BATCH = 32
 #: Passes over the queries per timed run of queries/s.
 QUERY_PASSES = 10
-#: The same in the alternating runs of the targets: longer, so that one preemption by another
-#: process cannot decide a ratio.
+#: Calls on the queries per runtime and round in the alternating runs of the targets.
 DUEL_QUERY_PASSES = 30
 MIN_COSINE = 0.9999
 README = Path(__file__).resolve().parent / "README.md"
@@ -285,8 +286,9 @@ def throughput_duel(
     rounds: int,
 ) -> dict[str, dict[str, float]]:
     """docs/s and queries/s of sse-onnx at 1 and 2 threads and at its default, and of a rival,
-    in alternating runs (each runtime once per round, in an order that rotates from round to
-    round, ``rounds`` rounds, medians; the queries timed over ``DUEL_QUERY_PASSES`` passes).
+    in alternating runs: the docs once per runtime per round, the queries one call of all
+    300 per runtime per turn, in an order that rotates from round to round and from turn to
+    turn; ``rounds`` rounds, ``rounds * DUEL_QUERY_PASSES`` turns. Medians of the times.
 
     Alternating makes the ratios the targets name robust to the load of a shared machine
     drifting during the run. The three encoders share one tokenizer (one chunk cache), so
@@ -314,22 +316,29 @@ def throughput_duel(
         docs(texts.docs)
         queries(texts.queries)
     names = list(runs)
-    for round_ in range(rounds):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            docs, queries = runs[name]
-            started = time.perf_counter()
-            docs(texts.docs)
-            seconds[name]["docs"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            for _ in range(DUEL_QUERY_PASSES):
-                queries(texts.queries)
-            seconds[name]["queries"].append(time.perf_counter() - started)
+    with paused_gc():
+        for round_ in range(rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                started = time.perf_counter()
+                runs[name][0](texts.docs)
+                seconds[name]["docs"].append(time.perf_counter() - started)
+                gc.collect()
+        # A call on the queries takes milliseconds: alternating call by call, a preemption by
+        # another process lands on one call of one runtime, which the median then drops. The
+        # order rotates too: a call right after the rival's runs ~20% slower (the rival's
+        # objects have pushed its data out of the CPU caches), and each runtime follows each
+        # other equally often.
+        for turn in range(rounds * DUEL_QUERY_PASSES):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                started = time.perf_counter()
+                runs[name][1](texts.queries)
+                seconds[name]["queries"].append(time.perf_counter() - started)
+            if turn % DUEL_QUERY_PASSES == 0:
+                gc.collect()
     rates = {
         name: {
             "docs_per_s": len(texts.docs) / statistics.median(times["docs"]),
-            "queries_per_s": DUEL_QUERY_PASSES
-            * len(texts.queries)
-            / statistics.median(times["queries"]),
+            "queries_per_s": len(texts.queries) / statistics.median(times["queries"]),
         }
         for name, times in seconds.items()
     }
@@ -340,6 +349,21 @@ def throughput_duel(
     return rates
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused, as ``timeit`` does: otherwise a collection
+    that one runtime's objects made due lands in whichever call allocates next (the rival
+    keeps a list per cached word, which a full collection walks)."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def latency_duel(
     folder: Path, variant: str, rival: Competitor, queries: Sequence[str], rounds: int
 ) -> dict[str, float]:
@@ -347,19 +371,23 @@ def latency_duel(
 
     Warm: ``rounds`` passes each over the queries, alternating, so that a change of machine
     load hits both. Cold: ``rounds`` fresh instances of each, alternating, every query timed
-    on its first sight (p50 of each pass, then the median over passes).
+    on its first sight (p50 of each pass, then the median over passes). The garbage collector
+    is paused during the passes (:func:`paused_gc`).
     """
     if rival.fresh_one is None:
         raise ValueError("the rival needs a fresh_one to be measured cold")
     ours_cold, rival_cold = [], []
-    for _ in range(rounds):
-        encoder = Encoder(folder, variant=variant, threads=1)
-        ours_cold.append(np.percentile(latencies_us(encoder.encode, queries, 1), 50))
-        rival_cold.append(np.percentile(latencies_us(rival.fresh_one(), queries, 1), 50))
     ours_warm, rival_warm = [], []
-    for _ in range(rounds):
-        ours_warm.append(latencies_us(encoder.encode, queries, 1))
-        rival_warm.append(latencies_us(rival.one, queries, 1))
+    with paused_gc():
+        for _ in range(rounds):
+            encoder = Encoder(folder, variant=variant, threads=1)
+            ours_cold.append(np.percentile(latencies_us(encoder.encode, queries, 1), 50))
+            rival_cold.append(np.percentile(latencies_us(rival.fresh_one(), queries, 1), 50))
+            gc.collect()
+        for _ in range(rounds):
+            ours_warm.append(latencies_us(encoder.encode, queries, 1))
+            rival_warm.append(latencies_us(rival.one, queries, 1))
+            gc.collect()
     ours, theirs = np.concatenate(ours_warm), np.concatenate(rival_warm)
     return {
         "p50_us": float(np.percentile(ours, 50)),
