@@ -605,25 +605,27 @@ def _raise_if_not_unicode(texts: Sequence[str], start: int, exc: TypeError) -> N
 
 
 def _normalized_row(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """``normalize(row[None])[0]``, bit for bit, at a third of its cost for one row.
+    """One row L2-normalised exactly as :func:`_normalize_in_place` does each row of a list.
 
-    The sum of squares is numpy's pairwise sum, as ``normalize`` takes along each row; the
+    Both take the sum of squares from BLAS's dot of the row with itself (``matmul`` of stacked
+    vectors calls the same dot), a third of the cost of numpy's pairwise sum for one row; the
     float64 square root rounded to float32 is the float32 square root (53 >= 2 * 24 + 2 bits).
     """
-    norm = np.float32(math.sqrt(np.add.reduce(row * row)))
+    norm = np.float32(math.sqrt(row.dot(row)))
     out: npt.NDArray[np.float32] = row / (norm if norm > 1e-12 else np.float32(1e-12))
     return out
 
 
 def _normalize_in_place(rows: npt.NDArray[np.float32]) -> None:
-    """``rows[:] = normalize(rows)``, bit for bit, a block of rows at a time.
+    """L2-normalise ``rows`` in place as ``torch.nn.functional.normalize(eps=1e-12)`` does, a
+    block of rows at a time.
 
     A corpus's embeddings are the largest array of a call; ``normalize`` would hold two more
     of its size at once (the squares, then the result).
     """
     for start in range(0, len(rows), BLOCK_TEXTS):
         block = rows[start : start + BLOCK_TEXTS]
-        norms = np.sqrt(np.square(block).sum(axis=-1, keepdims=True))
+        norms = np.sqrt(np.matmul(block[:, None, :], block[:, :, None])[:, 0])
         np.maximum(norms, 1e-12, out=norms)
         np.divide(block, norms, out=block)
 
