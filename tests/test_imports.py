@@ -42,4 +42,5 @@ def test_the_evaluation_normalises_as_the_runtime() -> None:
 
     rows = np.random.default_rng(0).normal(size=(64, 17)).astype(np.float32)
     rows[3] = 0.0
-    np.testing.assert_array_equal(evaluation_normalize(rows), normalize(rows))
+    # Scores computed from either agree to float32 rounding (the runtime may sum in another order).
+    np.testing.assert_allclose(evaluation_normalize(rows), normalize(rows), rtol=0, atol=1e-7)
