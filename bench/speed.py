@@ -287,8 +287,8 @@ def throughput_duel(
 ) -> dict[str, dict[str, float]]:
     """docs/s and queries/s of sse-onnx at 1 and 2 threads and at its default, and of a rival,
     in alternating runs: the docs once per runtime per round, the queries one call of all
-    300 per runtime per turn, in an order that rotates from round to round and from turn to
-    turn; ``rounds`` rounds, ``rounds * DUEL_QUERY_PASSES`` turns. Medians of the times.
+    300 per runtime per turn, in an order shuffled for each round and turn; ``rounds`` rounds,
+    ``rounds * DUEL_QUERY_PASSES`` turns. Medians of the times.
 
     Alternating makes the ratios the targets name robust to the load of a shared machine
     drifting during the run. The three encoders share one tokenizer (one chunk cache), so
@@ -316,20 +316,21 @@ def throughput_duel(
         docs(texts.docs)
         queries(texts.queries)
     names = list(runs)
+    shuffled = np.random.default_rng(0).permutation  # a new order each round and turn
     with paused_gc():
-        for round_ in range(rounds):
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+        for _ in range(rounds):
+            for name in shuffled(names):
                 started = time.perf_counter()
                 runs[name][0](texts.docs)
                 seconds[name]["docs"].append(time.perf_counter() - started)
                 gc.collect()
         # A call on the queries takes milliseconds: alternating call by call, a preemption by
         # another process lands on one call of one runtime, which the median then drops. The
-        # order rotates too: a call right after the rival's runs ~20% slower (the rival's
-        # objects have pushed its data out of the CPU caches), and each runtime follows each
-        # other equally often.
+        # order is shuffled too: what ran just before a call changes its time (a call right
+        # after the rival's ran ~20% slower in one test), and in a fixed cycle each runtime
+        # would always follow the same one.
         for turn in range(rounds * DUEL_QUERY_PASSES):
-            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            for name in shuffled(names):
                 started = time.perf_counter()
                 runs[name][1](texts.queries)
                 seconds[name]["queries"].append(time.perf_counter() - started)
