@@ -33,6 +33,7 @@ Example (the pinned sources' git copies in ``.cache/copies``; see ``python -m mo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sys
 import time
@@ -90,6 +91,9 @@ class Recipe:
     #: Further anchors (short texts) the teacher embeds for distillation.
     distill_anchors: int = 60_000
     hard_negatives: bool = True
+    #: Sources whose pairs are loaded (for stage 1, the teacher targets and the held-out
+    #: slices) but not trained on: the source ablations, with everything else unchanged.
+    drop_pairs: tuple[str, ...] = ()
     epochs: int = 3
     batch_size: int = 4096
     learning_rate: float = 0.01
@@ -187,7 +191,7 @@ def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
                 train_pairs.append(pair)
     texts = list(index)
     started = time.perf_counter()
-    ids = Texts.of(teacher.word_ids(texts))
+    ids = _token_ids(texts, cache)
     logger.info("%d texts tokenized in %.0f s", len(texts), time.perf_counter() - started)
     triples = np.full((len(train), 3), -1, dtype=np.int64)
     triples[:, :2] = train
@@ -195,6 +199,25 @@ def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
         triples[:, 2] = _hard_negatives(triples, sources, texts, ids, recipe.seed)
     context = corpus.context_texts(train_pairs, recipe.context_texts, recipe.seed)
     return Split(triples, sources, held_out, domain, texts, ids, context)
+
+
+def _token_ids(texts: list[str], cache: Path) -> Texts:
+    """The teacher's word ids of ``texts`` (cut to its 254), cached under a hash of the texts."""
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"ids-{digest}.npz"
+    if path.is_file():
+        saved = np.load(path)
+        return Texts(saved["flat"], saved["starts"], saved["lengths"])
+    # In chunks: Python lists of every text's ids would hold gigabytes at once.
+    parts = [
+        Texts.of(teacher.word_ids(texts[n : n + 50_000])) for n in range(0, len(texts), 50_000)
+    ]
+    lengths = np.concatenate([part.lengths for part in parts])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    ids = Texts(np.concatenate([part.flat for part in parts]), starts, lengths)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, flat=ids.flat, starts=ids.starts, lengths=ids.lengths)
+    return ids
 
 
 def _hard_negatives(
@@ -457,12 +480,13 @@ def train(
             "selection": float(by[recipe.select]),
         }
 
+    trained = np.flatnonzero(~np.isin(np.array(split.sources), list(recipe.drop_pairs)))
     history = [{"epoch": 0, **scores()}]
     logger.info("epoch 0: %s", history[-1])
     best = (history[-1]["selection"], student.tensors())
     for epoch in range(1, recipe.epochs + 1):
         started = time.perf_counter()
-        order = rng.permutation(len(split.train))
+        order = trained[rng.permutation(len(trained))]
         totals = np.zeros(2)
         for start in range(0, len(order) - recipe.batch_size + 1, recipe.batch_size):
             batch = split.train[order[start : start + recipe.batch_size]]
@@ -548,6 +572,14 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Rec
         action="store_false",
         help="in-batch negatives only, no BM25-mined negative per anchor",
     )
+    parser.add_argument(
+        "--drop-pairs",
+        nargs="+",
+        choices=corpus.ALL_SOURCES,
+        default=list(defaults.drop_pairs),
+        help="sources whose pairs are not trained on (stage 1, the teacher targets and the "
+        "held-out slices unchanged): the source ablations",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -619,6 +651,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Rec
         context_texts=args.context_texts,
         distill_anchors=args.distill_anchors,
         hard_negatives=args.hard_negatives,
+        drop_pairs=tuple(args.drop_pairs),
         select=args.select,
         limits=limits,
     )
