@@ -142,10 +142,11 @@ class TextTokenizer:
         return np.frombuffer(b"".join(parts), dtype=np.int64), lengths
 
     def _cached_ids(self, texts: Sequence[str]) -> list[bytes] | None:
-        """:meth:`_fast_ids` of each text when every chunk is cached, ``None`` otherwise.
+        """:meth:`_fast_ids` of each text, or ``None`` when one needs HF whole or in segments.
 
-        The same steps for a whole list in one comprehension: the per-text checks and calls of
-        :meth:`_fast_ids` cost as much as the lookups for a query-sized text.
+        The same steps for a whole list in one loop: the per-text checks and calls of
+        :meth:`_fast_ids` cost as much as the lookups for a query-sized text. A text with a
+        chunk not in the cache (new, or too long to be kept) goes to :meth:`_chunk_ids`.
         """
         if self._added is not None or max(map(len, texts), default=0) > SEGMENT_CHARS:
             return None
@@ -158,11 +159,14 @@ class TextTokenizer:
                     text.translate(table) if any(c in text for c in deleted) else text
                     for text in texts
                 ]
-        lookup = self._cache.__getitem__
-        try:
-            return [b"".join(map(lookup, text.split())) for text in texts]
-        except KeyError:  # a chunk not seen yet: the per-text path fills the cache
-            return None
+        lookup, join = self._cache.__getitem__, b"".join
+        parts = []
+        for text in texts:
+            try:
+                parts.append(join(map(lookup, text.split())))
+            except KeyError:
+                parts.append(self._chunk_ids(text))
+        return parts
 
     def _fast_ids(self, text: str) -> bytes:
         if self._added is not None and self._added.search(text) is not None:
