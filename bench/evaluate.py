@@ -16,8 +16,8 @@ folder is absent is skipped with a message.
 
 Example::
 
-    python bench/evaluate.py --checkpoint models/default --dims 384 256 128 64 32
-    python bench/evaluate.py --checkpoint models/default --teacher --bm25 --json results.json
+    python -m bench.evaluate --checkpoint models/default --dims 384 256 128 64 32
+    python -m bench.evaluate --checkpoint models/default --teacher --bm25 --json results.json
 """
 
 from __future__ import annotations
@@ -172,10 +172,20 @@ def onnx_embedder(folder: str, batch_size: int = 256) -> Embed:
 
 
 def teacher_embedder() -> Embed:
-    """Return the all-MiniLM-L6-v2 teacher as the recipe runs it (``models/teacher.py``)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-    import teacher
+    """Return the all-MiniLM-L6-v2 teacher as the recipe runs it (``models/teacher.py``).
 
+    The recipe is the package ``models`` of the repository root, which ``python -m
+    bench.evaluate`` run from the root can import.
+    """
+    try:
+        from models import teacher
+    except ModuleNotFoundError as exc:
+        if exc.name != "models":
+            raise
+        raise SystemExit(
+            "--teacher runs the recipe's models/teacher.py: run this script from the repository "
+            "root as `python -m bench.evaluate ...`."
+        ) from exc
     return teacher.encode
 
 

@@ -24,7 +24,7 @@ CPU cores and never downloads anything: the teacher comes from the ``gt-all-mini
 
 Example::
 
-    python models/build_default.py --output per-token-sse --seed 0
+    python -m models.build_default --output per-token-sse --seed 0
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from models.teacher import TEACHER_PACKAGE, teacher_dir
 from sse_onnx.format import sha256_file
-from teacher import TEACHER_PACKAGE, teacher_dir
 
 logger = logging.getLogger("build_default")
 
@@ -252,7 +252,7 @@ def build_config(recipe: Recipe, vocab_size: int, source: Path) -> dict[str, Any
         "recipe": {
             "name": RECIPE_NAME,
             "version": RECIPE_VERSION,
-            "command": f"python models/build_default.py --output OUT {options}",
+            "command": f"python -m models.build_default --output OUT {options}",
             **{key: value for key, value in asdict(recipe).items() if key != "seed"},
         },
         "seed": recipe.seed,

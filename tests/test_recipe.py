@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import shlex
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
-
 pytest.importorskip("torch", reason="the recipe needs the exporter: pip install -e . -e ./export")
-sys.path.insert(0, str(ROOT / "models"))
-import train_default
+from models import train_default
 
 
 def test_context_blend_maps_unseen_tokens_and_shrinks_rare_ones() -> None:
@@ -60,9 +56,9 @@ def test_the_recorded_command_rebuilds_the_same_recipe() -> None:
     )
     command = train_default.recipe_command(recipe)
 
-    *_, parsed = train_default._parse_args(shlex.split(command)[2:])
+    *_, parsed = train_default._parse_args(shlex.split(command)[3:])
 
     assert parsed == recipe
     assert train_default.recipe_command(train_default.Recipe()) == (
-        "python models/train_default.py --output models/default"
+        "python -m models.train_default --output models/default"
     )
