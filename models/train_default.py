@@ -727,7 +727,7 @@ def build_config(
                 else ""
             ),
             "teacher_targets": int(split.has_target.sum()) if split.has_target is not None else 0,
-            "hard_negatives": int((split.train[:, 2] >= 0).sum()),
+            "hard_negative_pairs": int((split.train[:, 2] >= 0).sum()),
         },
         "seed": recipe.seed,
         "data": {
