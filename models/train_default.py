@@ -98,7 +98,7 @@ class Recipe:
     distill_weight: float = 1.0
     #: Loss weight of each width of MATRYOSHKA_DIMS; the narrow widths lose the most by
     #: truncation, so they can be given more.
-    width_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    width_weights: tuple[float, ...] = (1.0, 1.0, 1.5, 2.0, 1.5)
     scale: float = 20.0
     #: The held-out set that picks the epoch, by its mean MRR at 256 and 64 dims: "both" (the
     #: mean of the source slices and the Debian science field), "domain" or "sources".

@@ -9,8 +9,8 @@ Example::
 
     $ printf '%s\\n' 'how fast are static embeddings?' 'The cat sat on the mat.' \\
         'Static embeddings are fast.' | sse-demo
-     0.9319  Static embeddings are fast.
-     0.1417  The cat sat on the mat.
+     0.8788  Static embeddings are fast.
+    -0.0314  The cat sat on the mat.
 """
 
 from __future__ import annotations

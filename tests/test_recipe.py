@@ -49,7 +49,7 @@ def test_the_recorded_command_rebuilds_the_same_recipe() -> None:
         context_texts=500,
         distill_anchors=0,
         hard_negatives=False,
-        width_weights=(1.0, 1.0, 1.5, 2.0, 1.5),
+        width_weights=(1.0, 1.0, 1.5, 2.0, 2.0),
         select="sources",
         learning_rate=0.02,
         epochs=2,
