@@ -252,33 +252,38 @@ def arxiv_jsonl(copy: Copy) -> Iterator[tuple[str, str]]:
                 yield title, abstract
 
 
-def arxiv_xml(copy: Copy) -> Iterator[tuple[str, str]]:
-    """Title -> abstract, from the OAI-PMH XML files of quant-ph."""
-    paths = copy.files(lambda p: p.startswith("data/arXiv-meta-") and p.endswith(".xml"))
-    for _, text in copy.read(paths):
+def _xml_pairs(
+    copy: Copy, keep: Callable[[str], bool], record: str, anchor: str, positive: str
+) -> Iterator[tuple[str, str]]:
+    """``(anchor, positive)`` texts of each ``record`` element in the XML files ``keep`` accepts."""
+    for _, text in copy.read(copy.files(keep)):
         try:
             root = ET.fromstring(text)
         except ET.ParseError:
             continue
-        for record in root.iter("metadata"):
-            title = _clean(record.findtext("title") or "")
-            abstract = _passage(record.findtext("description") or "")
-            if title and abstract:
-                yield title, abstract
+        for node in root.iter(record):
+            first = _clean(node.findtext(anchor) or "")
+            second = _passage(node.findtext(positive) or "")
+            if first and second:
+                yield first, second
+
+
+def arxiv_xml(copy: Copy) -> Iterator[tuple[str, str]]:
+    """Title -> abstract, from the OAI-PMH XML files of quant-ph."""
+    return _xml_pairs(
+        copy,
+        lambda p: p.startswith("data/arXiv-meta-") and p.endswith(".xml"),
+        "metadata",
+        "title",
+        "description",
+    )
 
 
 def medquad(copy: Copy) -> Iterator[tuple[str, str]]:
     """Question -> answer, for the documents whose answers are kept."""
-    for _, text in copy.read(copy.files(lambda p: p.count("/") == 1 and p.endswith(".xml"))):
-        try:
-            root = ET.fromstring(text)
-        except ET.ParseError:
-            continue
-        for pair in root.iter("QAPair"):
-            question = _clean(pair.findtext("Question") or "")
-            answer = _passage(pair.findtext("Answer") or "")
-            if question and answer:
-                yield question, answer
+    return _xml_pairs(
+        copy, lambda p: p.count("/") == 1 and p.endswith(".xml"), "QAPair", "Question", "Answer"
+    )
 
 
 def tldr(copy: Copy) -> Iterator[tuple[str, str]]:
