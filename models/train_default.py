@@ -108,6 +108,11 @@ class Recipe:
 HELD_OUT_MAX = 1000
 
 
+def _starts(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each of consecutive runs of ``lengths`` starts."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
 @dataclass
 class Texts:
     """Token ids of every distinct text, flat, with each text's start and length."""
@@ -119,7 +124,7 @@ class Texts:
     @classmethod
     def of(cls, ids: Sequence[Sequence[int]]) -> Texts:
         lengths = np.array([len(seq) for seq in ids], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        starts = _starts(lengths)
         flat = np.fromiter(
             (t for seq in ids for t in seq), dtype=np.int64, count=int(lengths.sum())
         )
@@ -133,7 +138,7 @@ class Texts:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Flat ids and offsets of ``rows`` for ``embedding_bag``."""
         lengths = self.lengths[rows]
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        offsets = _starts(lengths)
         starts = self.starts[rows]
         flat = np.concatenate([self.flat[s : s + n] for s, n in zip(starts, lengths, strict=True)])
         return flat, offsets
@@ -210,8 +215,7 @@ def _token_ids(texts: list[str], cache: Path) -> Texts:
         Texts.of(teacher.word_ids(texts[n : n + 50_000])) for n in range(0, len(texts), 50_000)
     ]
     lengths = np.concatenate([part.lengths for part in parts])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    ids = Texts(np.concatenate([part.flat for part in parts]), starts, lengths)
+    ids = Texts(np.concatenate([part.flat for part in parts]), _starts(lengths), lengths)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, flat=ids.flat, starts=ids.starts, lengths=ids.lengths)
     return ids
@@ -242,35 +246,31 @@ def _hard_negatives(
     return out
 
 
-def distill_texts(recipe: Recipe, split: Split) -> list[str]:
-    """The texts the teacher embeds: the context passages, their anchors and further anchors."""
-    chosen = dict.fromkeys(split.context)
+def distill_rows(recipe: Recipe, split: Split) -> list[int]:
+    """The texts the teacher embeds, as rows of ``split.texts``: the context passages, their
+    anchors and further anchors."""
     position = {text: n for n, text in enumerate(split.texts)}
-    in_context = {position[text] for text in split.context}
-    anchors = [int(a) for a, p in split.train[:, :2] if int(p) in in_context]
-    chosen.update((split.texts[a], None) for a in anchors)
+    chosen = dict.fromkeys(position[text] for text in split.context)
+    in_context = set(chosen)
+    chosen.update((int(a), None) for a, p in split.train[:, :2] if int(p) in in_context)
     order = np.random.default_rng(recipe.seed).permutation(len(split.train))
     extra = 0
     for row in order:
         if extra >= recipe.distill_anchors:
             break
-        text = split.texts[int(split.train[row, 0])]
-        if text not in chosen:
-            chosen[text] = None
+        anchor = int(split.train[row, 0])
+        if anchor not in chosen:
+            chosen[anchor] = None
             extra += 1
     return list(chosen)
 
 
 def add_targets(recipe: Recipe, split: Split, cache: Path) -> None:
-    """Teacher embeddings of :func:`distill_texts`, zero (and masked) for every other text."""
-    chosen = distill_texts(recipe, split)
+    """Teacher embeddings of :func:`distill_rows`, zero (and masked) for every other text."""
+    rows = np.array(distill_rows(recipe, split), dtype=np.int64)
     started = time.perf_counter()
-    embedded = teacher.sentence_embeddings(chosen, cache)
-    logger.info(
-        "teacher targets for %d texts in %.0f s", len(chosen), time.perf_counter() - started
-    )
-    position = {text: n for n, text in enumerate(split.texts)}
-    rows = np.array([position[text] for text in chosen], dtype=np.int64)
+    embedded = teacher.sentence_embeddings([split.texts[row] for row in rows], cache)
+    logger.info("teacher targets for %d texts in %.0f s", len(rows), time.perf_counter() - started)
     split.targets = np.zeros((len(split.texts), teacher.HIDDEN), dtype=np.float16)
     split.targets[rows] = embedded
     split.has_target = np.zeros(len(split.texts), dtype=bool)
