@@ -215,7 +215,7 @@ class Encoder:
             TypeError: if an item is not a string (the message names its index).
             ValueError: for a bad ``batch_size``, ``truncate_dim`` or ``precision``.
         """
-        if texts.__class__ is str and show_progress_bar is not True:
+        if isinstance(texts, str) and show_progress_bar is not True:
             # The latency path for one query: no blocks, no sorting, no padding, no copies.
             return self._encode_one(
                 texts, batch_size, normalize_embeddings, truncate_dim, precision
@@ -223,8 +223,6 @@ class Encoder:
         single = isinstance(texts, str)
         items: list[str] = [texts] if isinstance(texts, str) else _checked_texts(texts)
         dim = self._checked_options(batch_size, truncate_dim, precision)
-        if single and show_progress_bar is not True:  # a str subclass
-            return self._encode_one(items[0], batch_size, normalize_embeddings, dim, precision)
         out = np.empty((len(items), self.dim), dtype=np.float32)
         with _progress(len(items), show_progress_bar) as advance:
             self._embed_blocks(items, batch_size, out, advance)
