@@ -499,7 +499,8 @@ def embed_corpus(
         _start_ray(ray, ray_address, workers, cpus_per_worker)
     try:
         pool = _pool_size(ray, workers, cpus_per_worker)
-        dataset = _ordered(read_corpus(inputs, input_format=input_format))
+        # The paths expanded above, so the files read are the files recorded for a resume.
+        dataset = _ordered(read_corpus(paths, input_format=input_format))
         if job is not None and job["ranges"] is not None:  # resumed: the ranges it started with
             config["ranges"] = np.asarray(job["ranges"], dtype=np.float32)
         elif precision in _QUANTIZED:
@@ -552,8 +553,7 @@ def _write_folder(
     progress: bool,
 ) -> CorpusSummary:
     """Write the shards the folder lacks from the workers, then the manifest and ``_SUCCESS``."""
-    shards.write_job(folder, parameters, config.get("ranges"))
-    job = json.loads((folder / shards.LAYOUT.job).read_text(encoding="utf-8"))
+    job = shards.write_job(folder, parameters, config.get("ranges"))
     blocks = _ordered(dataset.repartition(target_num_rows_per_block=batch_size, strict=True))
     with _progress(progress) as advance:
         docs, embedded, tokens, entries = shards.write_shards(

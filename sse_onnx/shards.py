@@ -161,8 +161,8 @@ def prepare(folder: Path, parameters: dict[str, Any], *, resume: bool) -> dict[s
     return job
 
 
-def write_job(folder: Path, parameters: dict[str, Any], ranges: Any) -> None:
-    """Write ``_job.json`` (atomically) before the first shard."""
+def write_job(folder: Path, parameters: dict[str, Any], ranges: Any) -> dict[str, Any]:
+    """Write ``_job.json`` (atomically) before the first shard; return what it holds."""
     folder.mkdir(exist_ok=True)
     job = {
         "format": FORMAT_NAME,
@@ -171,6 +171,7 @@ def write_job(folder: Path, parameters: dict[str, Any], ranges: Any) -> None:
         "ranges": None if ranges is None else np.asarray(ranges).tolist(),
     }
     _write_atomic(folder / LAYOUT.job, json.dumps(job, indent=2).encode())
+    return job
 
 
 class ShardWriter:
