@@ -52,6 +52,7 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 from tokenizers.models import Model
 
+from sse_onnx.chunk_table import ChunkTable
 from sse_onnx.errors import ModelFormatError
 
 __all__ = ["CACHE_CHUNKS", "CACHE_CHUNK_CHARS", "PYTHON_WHITESPACE", "TextTokenizer"]
@@ -62,6 +63,9 @@ SEGMENT_CHARS = 1 << 16
 CACHE_CHUNKS = 1 << 17
 #: Chunks longer than this are tokenized each time they occur rather than cached.
 CACHE_CHUNK_CHARS = 64
+#: Lists of at least this many texts are looked up in the chunk table, whose numpy calls let
+#: go of the GIL; shorter ones in the dict, whose per-call cost is lower.
+TABLE_TEXTS = 16
 #: Every character for which ``str.isspace()`` is true, i.e. where ``str.split()`` cuts
 #: (checked against the running Python by the test suite).
 PYTHON_WHITESPACE = (
@@ -109,6 +113,7 @@ class TextTokenizer:
         self._word_model = _ascii_word_model(tokenizer) if self._deleted is not None else None
         self._lowercase = bool(getattr(tokenizer.normalizer, "lowercase", False))
         self._cache: dict[str, bytes] = {}
+        self._table = ChunkTable(PYTHON_WHITESPACE, special=self._deleted or "")
         self._capacity = CACHE_CHUNKS
         self._lock = threading.Lock()
 
@@ -131,6 +136,10 @@ class TextTokenizer:
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds]:
         """Token ids of all texts end to end (read-only), and the number of ids of each text."""
+        if len(texts) >= TABLE_TEXTS and self.fast:
+            tabled = self._table_ids(texts)
+            if tabled is not None:
+                return tabled
         cached = self._cached_ids(texts) if self.fast else None
         if cached is not None:
             parts = cached
@@ -140,6 +149,42 @@ class TextTokenizer:
             parts = self._hf_ids(texts)
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) // _ID_BYTES
         return np.frombuffer(b"".join(parts), dtype=np.int64), lengths
+
+    def _table_ids(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds] | None:
+        """The ids of many texts from the chunk table (see :mod:`sse_onnx.chunk_table`), or
+        ``None`` when a text needs HF whole or in segments.
+
+        Chunks the table lacks are tokenized as :meth:`_chunk_ids_filling` does and added to
+        the table (not to the dict: lists of texts have the table, single texts the dict);
+        a text still missing then (a special character, a chunk too long to keep) gets
+        :meth:`_fast_ids`.
+        """
+        if self._added is not None or max(map(len, texts), default=0) > SEGMENT_CHARS:
+            return None
+        try:
+            found = self._table.lookup(texts)
+        except UnicodeEncodeError:  # a lone surrogate: the per-text path reports it
+            return None
+        if not found.missing:
+            return found.ids, found.lengths
+        new = self._new_chunk_ids([c for c in found.chunks if len(c) <= CACHE_CHUNK_CHARS])
+        with self._lock:
+            if len(self._table) + len(new) > self._capacity:
+                self._table.clear()
+            self._table.add(new)
+        retried = self._table.lookup([texts[i] for i in found.missing])
+        parts = np.split(found.ids, np.cumsum(found.lengths)[:-1])
+        again = np.split(retried.ids, np.cumsum(retried.lengths)[:-1])
+        lengths = found.lengths
+        still = set(retried.missing)
+        for k, i in enumerate(found.missing):
+            parts[i] = (
+                again[k]
+                if k not in still
+                else np.frombuffer(self._fast_ids(texts[i]), dtype=np.int64)
+            )
+            lengths[i] = len(parts[i])
+        return np.concatenate(parts).astype(np.int64, copy=False), lengths
 
     def _cached_ids(self, texts: Sequence[str]) -> list[bytes] | None:
         """:meth:`_fast_ids` of each text, or ``None`` when one needs HF whole or in segments.

@@ -1,0 +1,143 @@
+"""The chunk table against a plain dict of chunks: the same ids, or the text reported missing.
+
+The expected ids come from ``str.split`` and a dict lookup per chunk, written here; the
+tokenizer-level comparison with Hugging Face is in test_fast_tokenizer.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from sse_onnx import chunk_table
+from sse_onnx.chunk_table import ChunkTable
+from sse_onnx.tokenizer import PYTHON_WHITESPACE
+
+#: Characters the table is told to leave to its caller (as the BERT tokenizer's deletions).
+SPECIAL = "\x0b\x1c\x85"
+ALPHABET = [*"abcdeé中😀\x00\x7f-.", "\u0301"]
+
+
+def packed(ids: list[int]) -> bytes:
+    return np.array(ids, dtype=np.int64).tobytes()
+
+
+def vocabulary(rng: np.random.Generator, count: int) -> dict[str, bytes]:
+    """Distinct whitespace-free chunks, each with 0 to 3 ids."""
+    chunks: dict[str, bytes] = {}
+    while len(chunks) < count:
+        # indices, not rng.choice: numpy's strings drop a trailing "\x00"
+        chunk = "".join(ALPHABET[i] for i in rng.integers(0, len(ALPHABET), rng.integers(1, 9)))
+        chunks.setdefault(chunk, packed(rng.integers(0, 30522, rng.integers(0, 4)).tolist()))
+    return chunks
+
+
+def texts_of(rng: np.random.Generator, known: list[str], count: int) -> list[str]:
+    """Texts of known chunks, unknown ones and specials, joined by assorted whitespace."""
+    spaces = list(PYTHON_WHITESPACE.translate(str.maketrans("", "", SPECIAL)))
+    texts = []
+    for _ in range(count):
+        words = []
+        for _ in range(rng.integers(0, 12)):
+            roll = rng.random()
+            if roll < 0.9:
+                words.append(known[rng.integers(len(known))])
+            elif roll < 0.97:
+                words.append("zz" + str(rng.integers(1000)))  # not in the table
+            else:
+                words.append(str(rng.choice(list(SPECIAL))))
+            words.append("".join(rng.choice(spaces, rng.integers(1, 3))))
+        texts.append("".join(words[: rng.integers(0, len(words) + 1)]))
+    return texts
+
+
+def expected(table: dict[str, bytes], text: str) -> npt.NDArray[np.int64] | None:
+    """The text's ids from the dict, or None when the table must report it missing."""
+    if any(char in text for char in SPECIAL):
+        return None
+    try:
+        return np.frombuffer(b"".join(table[chunk] for chunk in text.split()), dtype=np.int64)
+    except KeyError:
+        return None
+
+
+def check(table: ChunkTable, entries: dict[str, bytes], texts: list[str]) -> list[int]:
+    """Look ``texts`` up; assert every text given has the dict's ids. Returns the missing."""
+    found = table.lookup(texts)
+    assert len(found.lengths) == len(texts)
+    pieces = np.split(found.ids, np.cumsum(found.lengths)[:-1]) if texts else []
+    missing = set(found.missing)
+    for i, text in enumerate(texts):
+        want = expected(entries, text)
+        if i in missing:
+            assert found.lengths[i] == 0
+        else:
+            assert want is not None, f"text {i} ({text!r}) should be missing"
+            assert pieces[i].tolist() == want.tolist(), text
+    unknown = {c for i in missing for c in texts[i].split() if c not in entries}
+    assert unknown <= set(found.chunks) <= unknown | set(entries)
+    return sorted(missing)
+
+
+@pytest.mark.parametrize("group_chars", [chunk_table.GROUP_CHARS, 40])
+def test_lookups_give_the_dicts_ids_or_report_the_text_missing(
+    monkeypatch: pytest.MonkeyPatch, group_chars: int
+) -> None:
+    monkeypatch.setattr(chunk_table, "GROUP_CHARS", group_chars)  # 40: many groups per call
+    rng = np.random.default_rng(7)
+    entries = vocabulary(rng, 3000)
+    table = ChunkTable(PYTHON_WHITESPACE, special=SPECIAL)
+    known = list(entries)
+    texts = texts_of(rng, known, 50)
+    # an empty table reports every text that has a chunk (or a special) missing
+    assert check(table, {}, texts) == [i for i, t in enumerate(texts) if expected({}, t) is None]
+    items = list(entries.items())
+    for start in range(0, len(items), 700):  # several adds: columns and slots grow
+        table.add(dict(items[start : start + 700]))
+        texts = texts_of(rng, known[: start + 700], 400)
+        missing = check(table, dict(items[: start + 700]), texts)
+        truly = [i for i, text in enumerate(texts) if expected(entries, text) is None]
+        assert missing == truly  # hashes are good enough that nothing else is missing
+    assert len(table) == len(entries)
+
+
+def test_colliding_hashes_never_give_wrong_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    def same_hash(
+        codes: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.uint64]:
+        return np.full(len(starts), 12345, dtype=np.uint64)
+
+    monkeypatch.setattr(chunk_table, "_hashes", same_hash)
+    rng = np.random.default_rng(8)
+    entries = vocabulary(rng, 300)
+    table = ChunkTable(PYTHON_WHITESPACE, special=SPECIAL)
+    table.add(entries)
+    texts = texts_of(rng, list(entries), 300)
+    missing = check(table, entries, texts)  # only the first entry can be found: the rest miss
+    assert len(missing) > len([t for t in texts if expected(entries, t) is None])
+
+
+def test_a_lookup_keeps_the_entries_it_started_with() -> None:
+    rng = np.random.default_rng(9)
+    entries = vocabulary(rng, 2000)
+    items = list(entries.items())
+    table = ChunkTable(PYTHON_WHITESPACE, special=SPECIAL)
+    table.add(dict(items[:10]))
+    before = table._view  # what a lookup under way reads while another thread adds
+    table.add(dict(items[10:]))  # grows every column and the slots
+    texts = texts_of(rng, list(entries), 200)
+    old = table._lookup_group(before, texts, 0)
+    first = dict(items[:10])
+    for i, text in enumerate(texts):
+        want = expected(first, text)
+        assert (i in old.missing) == (want is None)
+    table.clear()
+    assert len(table) == 0
+    assert check(table, {}, ["abc def", ""]) == [0]
+
+
+def test_lone_surrogates_raise_for_the_caller() -> None:
+    table = ChunkTable(PYTHON_WHITESPACE)
+    with pytest.raises(UnicodeEncodeError):
+        table.lookup(["fine", "bad \ud800 text"])
