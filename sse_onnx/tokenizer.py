@@ -29,10 +29,15 @@ that is not a letter or digit is punctuation to it), and each word goes to HF's 
 model. That is a quarter of the time of HF's whole pipeline, which spends most of it tracking
 the alignment of every character; other chunks go to the whole pipeline in one call.
 
-The cache holds at most :data:`CACHE_CHUNKS` chunks of at most :data:`CACHE_CHUNK_CHARS`
-characters (about 150 bytes each, so some 20 MB at most) and is emptied when full. Lookups take
-no lock; filling it takes one, so concurrent calls from several threads are safe and give the
-ids of sequential calls.
+There are two caches of the same chunk -> ids entries, filled by the same code. A single text
+or a short list looks its chunks up in a dict, the fastest for a few chunks. A list of
+:data:`TABLE_TEXTS` texts or more is looked up in :class:`~sse_onnx.chunk_table.ChunkTable`:
+numpy arrays, where the whole list is cut, hashed and checked character by character in a few
+dozen numpy calls that let go of the GIL, so the threads of a large call tokenize at once
+(the dict holds the GIL for every chunk). Each holds at most :data:`CACHE_CHUNKS` chunks of at
+most :data:`CACHE_CHUNK_CHARS` characters (about 150 bytes each in the dict, 80 in the table)
+and is emptied when full. Lookups take no lock; filling takes one, so concurrent calls from
+several threads are safe and give the ids of sequential calls.
 
 Very long texts are cut at spaces into segments that are tokenized one at a time, which keeps
 memory bounded and gives the same ids for the same reason. Tokenizers of other kinds get each
@@ -107,6 +112,7 @@ class TextTokenizer:
         self._segmentable = _is_segmentable(tokenizer)
         self._deleted = _deleted_separators(tokenizer) if self._segmentable else None
         self._deletions = str.maketrans(dict.fromkeys(self._deleted or ""))
+        self._printable_deleted = any(char.isprintable() for char in self._deleted or "")
         self._added = _added_token_pattern(tokenizer)
         contents = [token.content for token in tokenizer.get_added_tokens_decoder().values()]
         self._any_added = re.compile("|".join(map(re.escape, contents)) or "(?!)")
@@ -222,10 +228,13 @@ class TextTokenizer:
 
     def _chunk_ids(self, text: str) -> bytes:
         """Ids of a text without added tokens, as packed int64, from its chunks' cached ids."""
-        for char in self._deleted or "":
-            if char in text:
-                text = text.translate(self._deletions)
-                break
+        deleted = self._deleted
+        # a printable text has none of them (when none is printable): one check, not one each
+        if deleted and (self._printable_deleted or not text.isprintable()):
+            for char in deleted:
+                if char in text:
+                    text = text.translate(self._deletions)
+                    break
         chunks = text.split()
         try:
             return b"".join(map(self._cache.__getitem__, chunks))

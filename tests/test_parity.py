@@ -124,10 +124,10 @@ def test_threads_and_blocks_do_not_change_results(
 ) -> None:
     from sse_onnx import encoder as encoder_module
 
-    # Small blocks so that a call of 200 texts is shared by the threads, tokenized with pauses.
+    # Small blocks so that a call of 200 texts is shared by the threads (each block of 16
+    # texts tokenized in the chunk table).
     monkeypatch.setattr(encoder_module, "BLOCK_TEXTS", 16)
     monkeypatch.setattr(encoder_module, "PARALLEL_TEXTS", 32)
-    monkeypatch.setattr(encoder_module, "PAUSE_TEXTS", 3)
     monkeypatch.setattr(encoder_module, "CHUNK_TOKENS", 16)  # some texts take the chunked path
     monkeypatch.setattr(encoder_module, "TOKEN_BUDGET", 48)
     rng = np.random.default_rng(threads)
