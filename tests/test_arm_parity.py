@@ -95,3 +95,27 @@ def test_outputs_of_other_texts_are_refused(
     np.savez(tmp_path / "candidate.npz", **arrays)
     with pytest.raises(SystemExit, match="come from different texts"):
         parity.compare(outputs, tmp_path / "candidate.npz", None)
+
+
+def test_without_scifact_the_adversarial_set_alone(
+    parity: ModuleType,
+    tiny_checkpoint: Path,
+    exported: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run.sh --ci` without the evaluation data: one line says so, the rest still compares."""
+    monkeypatch.setenv("SSE_DATA", str(tmp_path / "absent"))
+    with pytest.raises(SystemExit, match="SciFact is absent"):
+        parity.prepare(tmp_path / "texts.json")
+    parity.prepare(tmp_path / "texts.json", scifact_optional=True)
+    skipped = [line for line in capsys.readouterr().out.splitlines() if "SciFact" in line]
+    assert len(skipped) == 1 and "SKIPPED" in skipped[0] and "absent" in skipped[0], skipped
+    texts = json.loads((tmp_path / "texts.json").read_text(encoding="utf-8"))
+    assert texts["adversarial"] and texts["queries"] == texts["corpus"] == []
+
+    folder = exported(tiny_checkpoint, None, ("fp32", "int8"))
+    parity.embed(folder, tmp_path / "texts.json", ["int8"], tmp_path / "outputs.npz")
+    assert not [key for key in np.load(tmp_path / "outputs.npz").files if key.startswith("top_")]
+    assert parity.compare(tmp_path / "outputs.npz", tmp_path / "outputs.npz", None)

@@ -4,11 +4,13 @@
 
 - ``prepare`` (x86, with the ``export`` extra): writes ``texts.json``, the exporter's
   adversarial set, the judged SciFact queries and the SciFact corpus (``title + " " + text``),
-  read from ``$SSE_DATA`` or ``../shared/data``.
+  read from ``$SSE_DATA`` or ``../shared/data``. Without SciFact it stops, or with
+  ``--scifact-optional`` says so in one line and writes the adversarial set alone.
 - ``embed`` (on each architecture, runtime only: numpy, onnxruntime, tokenizers): writes the
   token ids of every text, from the runtime's tokenizer and from plain Hugging Face
   ``tokenizers``, the raw outputs of every variant of a model folder on the adversarial set and
-  the queries, and the top-10 documents of every query for each ``--rank`` variant.
+  the queries, and the top-10 documents of every query for each ``--rank`` variant (none
+  without a corpus).
 - ``compare`` (x86, with the ``export`` extra): checks two ``embed`` outputs against each
   other, prints a report, writes it as JSON and exits with 1 if a check fails. Token ids must be
   identical; normalised outputs of every variant must agree within the exporter's parity
@@ -47,24 +49,32 @@ FP32_TOLERANCE = 1e-5
 TOP_K = 10
 
 
-def prepare(out: Path) -> None:
-    """Write the texts every architecture embeds: adversarial set, SciFact queries and corpus."""
+def prepare(out: Path, scifact_optional: bool = False) -> None:
+    """Write the texts every architecture embeds: adversarial set, SciFact queries and corpus.
+
+    Without SciFact: exit, or with ``scifact_optional`` print one line and write the adversarial
+    set alone (no queries, no corpus).
+    """
     from sse_export.adversarial import adversarial_texts
     from sse_export.evaluate import default_data_dir, load_retrieval
 
-    folder = default_data_dir() / "retrieval" / "scifact"
-    if not (folder / "corpus.jsonl").is_file():
-        sys.exit(
-            f"SciFact is absent: no corpus.jsonl in {folder}. Put the evaluation data in "
-            "../shared/data beside the repository or point $SSE_DATA at it (python "
-            "bench/get_data.py DATA_DIR builds it)."
-        )
-    scifact = load_retrieval(folder, "test")
-    texts = {
+    texts: dict[str, list[str]] = {
         "adversarial": [text for _, text in adversarial_texts()],
-        "queries": scifact.query_texts,
-        "corpus": scifact.doc_texts,
+        "queries": [],
+        "corpus": [],
     }
+    folder = default_data_dir() / "retrieval" / "scifact"
+    if (folder / "corpus.jsonl").is_file():
+        scifact = load_retrieval(folder, "test")
+        texts.update(queries=scifact.query_texts, corpus=scifact.doc_texts)
+    else:
+        absent = (
+            f"no corpus.jsonl in {folder}. Put the evaluation data in ../shared/data beside the "
+            "repository or point $SSE_DATA at it (python bench/get_data.py DATA_DIR builds it)"
+        )
+        if not scifact_optional:
+            sys.exit(f"SciFact is absent: {absent}.")
+        print(f"prepare: SciFact SKIPPED, adversarial set only: {absent}.")
     out.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
     counts = ", ".join(f"{len(v)} {k}" for k, v in texts.items())
     print(f"prepare: {counts} -> {out}")
@@ -107,7 +117,7 @@ def embed(model: Path, texts_path: Path, rank: Sequence[str], out: Path) -> None
         clock = time.perf_counter()
         encoder = Encoder(model, variant=variant)
         arrays[f"raw_{variant}"] = encoder.encode(probe, normalize_embeddings=False)
-        if variant in rank:
+        if variant in rank and texts["corpus"]:
             queries = normalize(arrays[f"raw_{variant}"][len(texts["adversarial"]) :])
             docs = encoder.encode(texts["corpus"])
             scores = queries @ docs.T
@@ -223,6 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = parser.add_subparsers(dest="step", required=True)
     p = steps.add_parser("prepare", help="write texts.json (x86, export extra)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--scifact-optional",
+        action="store_true",
+        help="without SciFact, say so and write the adversarial set alone instead of failing",
+    )
     e = steps.add_parser("embed", help="ids, outputs and rankings on this machine")
     e.add_argument("--model", type=Path, required=True, help="an exported model folder")
     e.add_argument("--texts", type=Path, required=True, help="the file `prepare` wrote")
@@ -234,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--report", type=Path, help="also write the checks as JSON")
     args = parser.parse_args(argv)
     if args.step == "prepare":
-        prepare(args.out)
+        prepare(args.out, args.scifact_optional)
     elif args.step == "embed":
         embed(args.model, args.texts, args.rank, args.out)
     else:
