@@ -94,9 +94,8 @@ def _hashes(codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
     start with the inverse power. Every start must be at least 1."""
     up, down = _POWERS.at_least(len(codes))
     with np.errstate(over="ignore"):
-        sums = codes.astype(np.uint64)
-        np.multiply(sums, up[: len(codes)], out=sums)
-        np.cumsum(sums, out=sums)
+        # new arrays, not in place: numpy's in-place cumulative sum holds the GIL
+        sums = np.cumsum(np.multiply(codes, up[: len(codes)], dtype=np.uint64))
         hashes: npt.NDArray[np.uint64] = (sums[ends - 1] - sums[starts - 1]) * down[starts]
         # the length too, or trailing U+0000s (code 0) would not count
         hashes = hashes * _MIX + (ends - starts).astype(np.uint64)
@@ -107,19 +106,24 @@ def _hashes(codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
 
 
 class _Column:
-    """A growable 1-d array: values are appended past ``size``; a full array is copied into
-    one half as large again (a lookup holding the old one still reads its entries)."""
+    """A growable array of values or of rows of ``width`` values: they are appended past
+    ``size``; a full array is copied into one a quarter larger (a lookup holding the old one
+    still reads its entries)."""
 
-    def __init__(self, dtype: npt.DTypeLike, first: Sequence[int] = ()) -> None:
-        self.array = np.empty(1024, dtype=dtype)
-        self.array[: len(first)] = first
+    def __init__(
+        self, dtype: npt.DTypeLike, first: Sequence[int] = (), width: int | None = None
+    ) -> None:
+        self.array = np.empty(1024 if width is None else (1024, width), dtype=dtype)
+        if first:
+            self.array[: len(first)] = first
         self.size = len(first)
 
     def append(self, values: npt.ArrayLike) -> None:
         values = np.asarray(values, dtype=self.array.dtype)
         end = self.size + len(values)
         if end > len(self.array):
-            grown = np.empty(max(end, 3 * len(self.array) // 2), dtype=self.array.dtype)
+            shape = (max(end, 5 * len(self.array) // 4), *self.array.shape[1:])
+            grown = np.empty(shape, dtype=self.array.dtype)
             grown[: self.size] = self.array[: self.size]
             self.array = grown
         self.array[self.size : end] = values
@@ -130,23 +134,34 @@ class _Entries:
     """The entries, column by column: their characters and their ids, each end to end.
 
     Offsets, counts and ids are int32 (a vocabulary, a cache of at most some 10^5 chunks of at
-    most a few dozen characters): some 80 bytes an entry with the slots, half a dict's.
+    most a few dozen characters): some 70 bytes an entry with the slots, half a dict's.
     """
 
     def __init__(self) -> None:
         # characters; one code first, so that every entry starts at 1 or later (_hashes)
         self.codes = _Column(np.uint32, [0])
-        self.code_starts = _Column(np.int32)
-        self.code_counts = _Column(np.int32)
         self.ids = _Column(np.int32)
-        self.id_starts = _Column(np.int32)
-        self.id_counts = _Column(np.int32)
-        self.hashes = _Column(np.uint64)  # kept to rebuild the slots
+        # where each entry's characters and ids start and how many: one row, one cache line
+        self.rows = _Column(np.int32, width=4)
         self.slots = _slots(np.empty(0, dtype=np.uint64), 0)
 
     @property
     def count(self) -> int:
-        return self.code_starts.size
+        return self.rows.size
+
+    def hashes(self) -> npt.NDArray[np.uint64]:
+        """Every entry's hash, computed again a group of characters at a time."""
+        rows = self.rows.array[: self.count].astype(np.int64)
+        hashes = np.empty(self.count, dtype=np.uint64)
+        first = 0
+        while first < self.count:
+            base = rows[first, 0] - 1  # the code before the group's first entry
+            last = max(first + 1, int(np.searchsorted(rows[:, 0], base + GROUP_CHARS)))
+            starts = rows[first:last, 0] - base
+            ends = starts + rows[first:last, 1]
+            hashes[first:last] = _hashes(self.codes.array[base : base + ends[-1]], starts, ends)
+            first = last
+        return hashes
 
 
 class _View(NamedTuple):
@@ -155,11 +170,8 @@ class _View(NamedTuple):
     size: int
     slots: npt.NDArray[np.int32]
     codes: Codes
-    code_starts: npt.NDArray[np.int32]
-    code_counts: npt.NDArray[np.int32]
     ids: npt.NDArray[np.int32]
-    id_starts: npt.NDArray[np.int32]
-    id_counts: npt.NDArray[np.int32]
+    rows: npt.NDArray[np.int32]
 
 
 class ChunkTable:
@@ -201,7 +213,8 @@ class ChunkTable:
         codes, starts, ends = _codes_and_runs(chunks)
         hashes = _hashes(codes, starts, ends)
         view = self._view
-        new = self._unequal(view, codes[codes != 32], self._find(view, hashes), ends - starts)
+        rows = np.take(view.rows, self._find(view, hashes), axis=0)
+        new = self._unequal(view, codes[codes != 32], rows, ends - starts)
         if not new.all():  # another thread added some since this one looked them up
             chunks = [chunk for chunk, keep in zip(chunks, new.tolist(), strict=True) if keep]
             if not chunks:
@@ -210,17 +223,15 @@ class ChunkTable:
             hashes = hashes[new]
         entries = self._entries
         first = entries.count
-        entries.code_starts.append(starts - 1 - np.arange(len(chunks)) + entries.codes.size)
-        entries.code_counts.append(ends - starts)
-        entries.codes.append(codes[codes != 32])  # not the spaces between the chunks
         packed = [found[chunk] for chunk in chunks]
         counts = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed)) // _IDS.itemsize
-        entries.id_starts.append(np.cumsum(counts) - counts + entries.ids.size)
-        entries.id_counts.append(counts)
+        code_starts = starts - 1 - np.arange(len(chunks)) + entries.codes.size
+        id_starts = np.cumsum(counts) - counts + entries.ids.size
+        entries.codes.append(codes[codes != 32])  # not the spaces between the chunks
         entries.ids.append(np.frombuffer(b"".join(packed), dtype=np.int64))
-        entries.hashes.append(hashes)
+        entries.rows.append(np.stack([code_starts, ends - starts, id_starts, counts], axis=1))
         if 2 * entries.count > len(entries.slots):
-            entries.slots = _slots(entries.hashes.array[: entries.count], 2 * entries.count + 1)
+            entries.slots = _slots(entries.hashes(), 2 * entries.count + 1)
         else:
             _insert(entries.slots, hashes.tolist(), first)
         self._view = self._publish()
@@ -264,8 +275,8 @@ class ChunkTable:
         bad_texts = set(
             (np.searchsorted(text_starts, np.flatnonzero(kind == 2), side="right") - 1).tolist()
         )
-        entry = self._find(view, _hashes(codes, starts, ends))
-        bad = self._unequal(view, codes[word], entry, ends - starts)
+        rows = np.take(view.rows, self._find(view, _hashes(codes, starts, ends)), axis=0)
+        bad = self._unequal(view, codes[word], rows, ends - starts)
         bad_chunks = np.flatnonzero(bad)
         bad_texts.update(chunk_text[bad_chunks].tolist())
         missing = sorted(bad_texts)
@@ -273,13 +284,13 @@ class ChunkTable:
         if missing:
             keep = ~np.isin(chunk_text, missing)
             chunks = [blob[starts[i] : ends[i]] for i in bad_chunks.tolist()]
-            entry, chunk_text = entry[keep], chunk_text[keep]
-        counts = view.id_counts[entry]
-        before = np.cumsum(counts) - counts
-        total = int(counts.sum())
-        where = np.repeat(view.id_starts[entry] - before, counts) + np.arange(total)
-        ids = view.ids[where].astype(np.int64)
-        lengths = np.bincount(chunk_text, weights=counts, minlength=len(texts)).astype(np.int64)
+            rows, chunk_text = rows[keep], chunk_text[keep]
+        counts = rows[:, 3].astype(np.int64)
+        ids = view.ids.take(_ragged(rows[:, 2], counts)).astype(np.int64)
+        # ids per text: the running count at each text's first and last chunk
+        ends_at = np.concatenate([[0], np.cumsum(counts)])
+        bounds = np.searchsorted(chunk_text, np.arange(len(texts) + 1))
+        lengths = ends_at[bounds[1:]] - ends_at[bounds[:-1]]
         return Lookup(ids, lengths, [offset + i for i in missing], list(dict.fromkeys(chunks)))
 
     def _kinds(self, codes: Codes) -> npt.NDArray[np.int8]:
@@ -301,7 +312,7 @@ class ChunkTable:
         entry = np.zeros(len(hashes), dtype=np.int64)
         todo = np.arange(len(hashes))
         while todo.size:
-            pairs = view.slots[slot[todo]]  # an entry and its hash's tag share a cache line
+            pairs = np.take(view.slots, slot[todo], axis=0)  # entry and tag: one cache line
             candidate = pairs[:, 0]
             known = (candidate >= 0) & (candidate < view.size)
             hit = known & (pairs[:, 1].view(np.uint32) == tags[todo])
@@ -313,17 +324,16 @@ class ChunkTable:
 
     @staticmethod
     def _unequal(
-        view: _View, word_codes: Codes, entry: Ints, lengths: Ints
+        view: _View, word_codes: Codes, rows: npt.NDArray[np.int32], lengths: Ints
     ) -> npt.NDArray[np.bool_]:
-        """Whether each chunk differs from its entry: in length, or in a character."""
+        """Whether each chunk differs from the entry of its row: in length, or in a character."""
         if view.size == 0:
             return np.ones(len(lengths), dtype=bool)
-        bad: npt.NDArray[np.bool_] = view.code_counts[entry] != lengths
-        before = np.cumsum(lengths) - lengths
-        where = np.repeat(view.code_starts[entry] - before, lengths) + np.arange(len(word_codes))
-        stored = view.codes.take(where, mode="clip")
+        bad: npt.NDArray[np.bool_] = rows[:, 1] != lengths
+        stored = view.codes.take(_ragged(rows[:, 0], lengths), mode="clip")
         differ = np.flatnonzero(stored != word_codes)
         if differ.size:
+            before = np.cumsum(lengths) - lengths
             bad[np.searchsorted(before, differ, side="right") - 1] = True
         return bad
 
@@ -333,12 +343,27 @@ class ChunkTable:
             e.count,
             e.slots,
             e.codes.array,
-            e.code_starts.array,
-            e.code_counts.array,
             e.ids.array,
-            e.id_starts.array,
-            e.id_counts.array,
+            e.rows.array,
         )
+
+
+def _ragged(starts: npt.ArrayLike, counts: Ints) -> Ints:
+    """The indices ``starts[0], ..., starts[0] + counts[0] - 1, starts[1], ...``.
+
+    Built with a cumulative sum rather than ``np.repeat``, which holds the GIL: each run's
+    first index gets the jump from the previous run's end, every other index a step of 1.
+    """
+    total = int(counts.sum())
+    steps = np.ones(total, dtype=np.int64)
+    used = np.flatnonzero(counts)
+    if total:
+        firsts = np.asarray(starts, dtype=np.int64)[used]
+        lasts = firsts + counts[used] - 1
+        outputs = np.cumsum(counts[used]) - counts[used]
+        steps[outputs[1:]] = firsts[1:] - lasts[:-1]
+        steps[0] = firsts[0]
+    return np.cumsum(steps)  # a new array: in place, numpy holds the GIL
 
 
 def _codes_and_runs(chunks: Sequence[str]) -> tuple[Codes, Ints, Ints]:

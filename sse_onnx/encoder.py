@@ -284,30 +284,34 @@ class Encoder:
         """Fill ``out`` with the graph outputs of ``texts``, block by block, on up to
         ``self.threads`` threads.
 
-        Each thread takes the next block, tokenizes it (holding the GIL) and runs its graph
-        calls (onnxruntime lets go of the GIL meanwhile), so one thread tokenizes while the
-        others' graph calls run. Blocks are the same whatever the thread count, and so are the
-        results.
+        Each thread takes the next block, tokenizes it and runs its graph calls; the chunk table
+        and onnxruntime let go of the GIL, so one thread tokenizes while another's graph calls
+        run. Blocks are the same whatever the thread count, and so are the results.
         """
         starts = range(0, len(texts), BLOCK_TEXTS)
         workers = min(self.threads, len(starts)) if len(texts) >= PARALLEL_TEXTS else 1
         if workers == 1:
             for start in starts:
-                self._embed_block(texts, start, batch_size, out, gate=None)
+                self._embed_block(texts, start, batch_size, out, gate=_NO_GATE, tokenizing=_NO_GATE)
                 advance(min(BLOCK_TEXTS, len(texts) - start))
             return
         queue = iter(starts)  # next() on a range iterator is atomic under the GIL
         failures: list[BaseException] = []
-        # One thread at a time holds the GIL to tokenize, so workers - 1 graph calls at once
-        # keep every core busy; more would only add their buffers to the peak memory.
+        # A pipeline: while one thread tokenizes a block (numpy calls that let go of the GIL),
+        # another makes graph calls. workers - 1 of each at once keep every core busy with one
+        # tokenization's and one graph call's buffers on 2 cores: letting both threads do both
+        # at once ran SciFact 7 % faster for 6.5 MB more peak memory (each thread keeps its own).
         gate = threading.Semaphore(max(1, workers - 1))
+        tokenizing = threading.Semaphore(max(1, workers - 1))
 
         def work() -> None:
             try:
                 for start in queue:
                     if failures:
                         return
-                    self._embed_block(texts, start, batch_size, out, gate=gate)
+                    self._embed_block(
+                        texts, start, batch_size, out, gate=gate, tokenizing=tokenizing
+                    )
                     advance(min(BLOCK_TEXTS, len(texts) - start))
             except BaseException as exc:  # re-raised on the calling thread
                 failures.append(exc)
@@ -328,17 +332,19 @@ class Encoder:
         batch_size: int,
         out: npt.NDArray[np.float32],
         *,
-        gate: threading.Semaphore | None,
+        gate: AbstractContextManager[Any],
+        tokenizing: AbstractContextManager[Any],
     ) -> None:
         """Tokenize and embed ``texts[start:start + BLOCK_TEXTS]`` into the same rows of ``out``,
-        each graph call holding ``gate`` when other threads are at work."""
+        tokenizing inside ``tokenizing`` and making each graph call inside ``gate``."""
         block = list(map(self._pooling.cut_text, texts[start : start + BLOCK_TEXTS]))
         try:
-            flat, lengths = self._tokenizer.encode_flat(block)
+            with tokenizing:
+                flat, lengths = self._tokenizer.encode_flat(block)
         except TypeError as exc:
             _raise_if_not_unicode(block, start, exc)
             raise
-        out[start : start + len(block)] = self._embed(flat, lengths, batch_size, gate or _NO_GATE)
+        out[start : start + len(block)] = self._embed(flat, lengths, batch_size, gate)
 
     def _embed(
         self, flat: TokenIds, lengths: TokenIds, batch_size: int, gate: AbstractContextManager[Any]
