@@ -30,14 +30,15 @@ model. That is a quarter of the time of HF's whole pipeline, which spends most o
 the alignment of every character; other chunks go to the whole pipeline in one call.
 
 There are two caches of the same chunk -> ids entries, filled by the same code. A single text
-or a short list looks its chunks up in a dict, the fastest for a few chunks. A list of
-:data:`TABLE_TEXTS` texts or more is looked up in :class:`~sse_onnx.chunk_table.ChunkTable`:
-numpy arrays, where the whole list is cut, hashed and checked character by character in a few
-dozen numpy calls that let go of the GIL, so the threads of a large call tokenize at once
-(the dict holds the GIL for every chunk). Each holds at most :data:`CACHE_CHUNKS` chunks of at
-most :data:`CACHE_CHUNK_CHARS` characters (about 150 bytes each in the dict, 80 in the table)
-and is emptied when full. Lookups take no lock; filling takes one, so concurrent calls from
-several threads are safe and give the ids of sequential calls.
+or a list of short texts looks its chunks up in a dict, the fastest for them. A list of
+:data:`TABLE_TEXTS` texts or more, of :data:`TABLE_TEXT_CHARS` characters on average, is
+looked up in :class:`~sse_onnx.chunk_table.ChunkTable`: numpy arrays, where the whole list is
+cut, hashed and checked character by character in a few dozen numpy calls that let go of the
+GIL, so one thread tokenizes while another makes graph calls (the dict holds the GIL for every
+chunk). Each holds at most :data:`CACHE_CHUNKS` chunks of at most :data:`CACHE_CHUNK_CHARS`
+characters (about 150 bytes each in the dict, 70 in the table) and is emptied when full.
+Lookups take no lock; filling takes one, so concurrent calls from several threads are safe and
+give the ids of sequential calls.
 
 Very long texts are cut at spaces into segments that are tokenized one at a time, which keeps
 memory bounded and gives the same ids for the same reason. Tokenizers of other kinds get each
@@ -68,9 +69,13 @@ SEGMENT_CHARS = 1 << 16
 CACHE_CHUNKS = 1 << 17
 #: Chunks longer than this are tokenized each time they occur rather than cached.
 CACHE_CHUNK_CHARS = 64
-#: Lists of at least this many texts are looked up in the chunk table, whose numpy calls let
-#: go of the GIL; shorter ones in the dict, whose per-call cost is lower.
+#: Lists of at least this many texts of this many characters on average are looked up in the
+#: chunk table, whose numpy calls let go of the GIL; others in the dict, which is as fast or
+#: faster for them on one thread (256 SciFact texts cut to 120 characters: 1.5 us a text in
+#: the dict, 2.9 in the table; at 240 characters both 3.0; whole documents, ~1,500
+#: characters: 30 against 21 us).
 TABLE_TEXTS = 16
+TABLE_TEXT_CHARS = 256
 #: Every character for which ``str.isspace()`` is true, i.e. where ``str.split()`` cuts
 #: (checked against the running Python by the test suite).
 PYTHON_WHITESPACE = (
@@ -142,7 +147,11 @@ class TextTokenizer:
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds]:
         """Token ids of all texts end to end (read-only), and the number of ids of each text."""
-        if len(texts) >= TABLE_TEXTS and self.fast:
+        if (
+            len(texts) >= TABLE_TEXTS
+            and self.fast
+            and sum(map(len, texts)) >= TABLE_TEXT_CHARS * len(texts)
+        ):
             tabled = self._table_ids(texts)
             if tabled is not None:
                 return tabled
@@ -177,7 +186,7 @@ class TextTokenizer:
         with self._lock:
             if len(self._table) + len(new) > self._capacity:
                 self._table.clear()
-            self._table.add(new)
+            self._table.add(dict(list(new.items())[: self._capacity]))
         retried = self._table.lookup([texts[i] for i in found.missing])
         parts = np.split(found.ids, np.cumsum(found.lengths)[:-1])
         again = np.split(retried.ids, np.cumsum(retried.lengths)[:-1])

@@ -86,21 +86,31 @@ def hf_ids(tokenizer: Tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-@pytest.fixture(scope="module", params=["bert", "tiny", "bert-small-cache"])
+@pytest.fixture(
+    scope="module",
+    params=["bert", "tiny", "bert-small-cache", "bert-table", "tiny-table", "bert-small-table"],
+)
 def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[TextTokenizer, Tokenizer]:
-    """The fast tokenizer under test and HF's, on the same tokenizer.json."""
-    if request.param == "tiny":
+) -> Iterator[tuple[TextTokenizer, Tokenizer]]:
+    """The fast tokenizer under test and HF's, on the same tokenizer.json.
+
+    The ``-table`` ones send every list of two texts or more to the chunk table (whatever
+    their length), the others only lists of long texts.
+    """
+    if request.param.startswith("tiny"):
         path = write_tiny_tokenizer(tmp_path_factory.mktemp("tiny") / "tokenizer.json")
     else:
         path = BERT_TOKENIZER
     with pytest.MonkeyPatch.context() as patch:
-        if request.param == "bert-small-cache":  # emptied every few chunks
+        if "small" in request.param:  # emptied every few chunks
             patch.setattr(tokenizer_module, "CACHE_CHUNKS", 5)
+        if request.param.endswith("-table"):
+            patch.setattr(tokenizer_module, "TABLE_TEXTS", 2)
+            patch.setattr(tokenizer_module, "TABLE_TEXT_CHARS", 0)
         fast = TextTokenizer(path)
-    assert fast.fast, "the chunk path must be in use, or this compares HF with itself"
-    return fast, hf_tokenizer(path)
+        assert fast.fast, "the chunk path must be in use, or this compares HF with itself"
+        yield fast, hf_tokenizer(path)
 
 
 def random_texts(rng: np.random.Generator, count: int) -> Iterator[str]:
@@ -155,11 +165,17 @@ def mismatches(fast: TextTokenizer, hf: Tokenizer, texts: list[str], batch: int)
     return found
 
 
-def test_random_texts_in_batches_give_hf_ids(pair: tuple[TextTokenizer, Tokenizer]) -> None:
+def test_random_texts_in_batches_give_hf_ids(
+    pair: tuple[TextTokenizer, Tokenizer], request: pytest.FixtureRequest
+) -> None:
     fast, hf = pair
     texts = list(random_texts(np.random.default_rng(FUZZ_EXAMPLES), FUZZ_EXAMPLES))
     mismatched = mismatches(fast, hf, texts, 1000)
     assert not mismatched, f"{len(mismatched)} of {len(texts)} differ, e.g. {mismatched[:3]!r}"
+    # the -table tokenizers looked these short texts up in the chunk table, the others not
+    name = request.node.callspec.params["pair"]
+    if "small" not in name:  # a small table may just have been emptied
+        assert (len(fast._table) > 0) == name.endswith("-table")
 
 
 def test_literal_added_tokens_are_matched_as_hf_does(pair: tuple[TextTokenizer, Tokenizer]) -> None:
