@@ -7,6 +7,7 @@ The conventions are sentence-transformers' (``normalize_embeddings``, ``precisio
 from __future__ import annotations
 
 import logging
+import math
 from typing import Literal, get_args
 
 import numpy as np
@@ -18,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: Rows normalised at a time in place: the squares of a block, not of a whole corpus.
+_NORMALIZE_ROWS = 256
 
 
 def normalize(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -30,6 +33,32 @@ def normalize(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     np.maximum(norms, 1e-12, out=norms)
     out: npt.NDArray[np.float32] = (embeddings / norms).astype(np.float32, copy=False)
     return out
+
+
+def normalized_row(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """One row L2-normalised exactly as :func:`normalize_in_place` does each row of a list.
+
+    Both take the sum of squares from BLAS's dot of the row with itself (``matmul`` of stacked
+    vectors calls the same dot), a third of the cost of numpy's pairwise sum for one row; the
+    float64 square root rounded to float32 is the float32 square root (53 >= 2 * 24 + 2 bits).
+    """
+    norm = np.float32(math.sqrt(row.dot(row)))
+    out: npt.NDArray[np.float32] = row / (norm if norm > 1e-12 else np.float32(1e-12))
+    return out
+
+
+def normalize_in_place(rows: npt.NDArray[np.float32]) -> None:
+    """L2-normalise ``rows`` in place as ``torch.nn.functional.normalize(eps=1e-12)`` does, a
+    block of rows at a time.
+
+    A corpus's embeddings are the largest array of a call; ``normalize`` would hold two more
+    of its size at once (the squares, then the result).
+    """
+    for start in range(0, len(rows), _NORMALIZE_ROWS):
+        block = rows[start : start + _NORMALIZE_ROWS]
+        norms = np.sqrt(np.matmul(block[:, None, :], block[:, :, None])[:, 0])
+        np.maximum(norms, 1e-12, out=norms)
+        np.divide(block, norms, out=block)
 
 
 def quantize(

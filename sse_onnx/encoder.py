@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -17,7 +16,14 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from sse_onnx import format as fmt
-from sse_onnx.embeddings import PRECISIONS, Precision, quantize, similarity
+from sse_onnx.embeddings import (
+    PRECISIONS,
+    Precision,
+    normalize_in_place,
+    normalized_row,
+    quantize,
+    similarity,
+)
 from sse_onnx.errors import ModelFormatError, SSEError
 from sse_onnx.tokenizer import TextTokenizer, TokenIds
 
@@ -113,13 +119,6 @@ class Encoder:
         self._session = _open_session(model_path, manifest.pooling.graph_outputs)
         self._graph_run = _runner(self._session)
         self.threads = threads if threads is not None else _usable_cores()
-        outputs = {output.name: output.shape for output in self._session.get_outputs()}
-        width = (outputs[fmt.SENTENCE_EMBEDDING] or [None])[-1]
-        if isinstance(width, int) and width != manifest.dim:
-            raise ModelFormatError(
-                f"{folder / fmt.MANIFEST_FILE} records dim={manifest.dim} but {model_path.name} "
-                f"gives {width}-dimensional embeddings; the folder mixes two exports, re-export it."
-            )
         _check_runs(self._session, model_path, manifest)
         self._tokenizer = TextTokenizer(tokenizer_path)
         if self._tokenizer.vocab_size != manifest.vocab_size:
@@ -133,10 +132,7 @@ class Encoder:
         self._head: tuple[npt.NDArray[np.float64], ...] | None = None
         self._pad = np.array([manifest.pad_token_id], dtype=np.int64)
         self._ones = np.ones((1, CHUNK_TOKENS), dtype=np.int64)
-        self._empty_feeds = {
-            fmt.INPUT_IDS: self._pad[None],
-            fmt.ATTENTION_MASK: np.zeros((1, 1), dtype=np.int64),
-        }
+        self._no_tokens = np.zeros((1, 1), dtype=np.int64)
         self._embedding_output = [fmt.SENTENCE_EMBEDDING]
         self._pooling = manifest.pooling
 
@@ -223,10 +219,10 @@ class Encoder:
         with _progress(len(items), show_progress_bar) as advance:
             self._embed_blocks(items, batch_size, out, advance)
         if self._pooling.normalize:
-            _normalize_in_place(out)
+            normalize_in_place(out)
         embeddings = out[:, :dim]
         if normalize_embeddings:
-            _normalize_in_place(embeddings)
+            normalize_in_place(embeddings)
         result = quantize(np.ascontiguousarray(embeddings), precision)
         return result[0] if single else result
 
@@ -264,11 +260,11 @@ class Encoder:
             raise
         row = self._run_one(ids) if ids.size <= CHUNK_TOKENS else self._embed_long(ids)
         if pooling.normalize:
-            row = _normalized_row(row)
+            row = normalized_row(row)
         if dim < self.dim:
             row = row[:dim]
         if normalize_embeddings:
-            row = _normalized_row(row)
+            row = normalized_row(row)
         if precision == "float32":
             return row
         one: npt.NDArray[Any] = quantize(row[None], precision)[0]
@@ -415,14 +411,11 @@ class Encoder:
     def _run_one(self, ids: TokenIds) -> npt.NDArray[np.float32]:
         """The embedding ``(dim,)`` of one text's ids, run as a ``[1, length]`` call."""
         if ids.size:
-            feeds = {fmt.INPUT_IDS: ids[None], fmt.ATTENTION_MASK: self._ones[:, : ids.size]}
-        else:
-            feeds = self._empty_feeds
-        try:
-            result: npt.NDArray[np.float32] = self._graph_run(self._embedding_output, feeds)[0][0]
-        except Exception as exc:  # onnxruntime raises its own unrelated exception classes
-            raise self._run_error(exc) from exc
-        return result
+            outputs = self._run(self._embedding_output, ids[None], self._ones[:, : ids.size])
+        else:  # one pad id, masked out
+            outputs = self._run(self._embedding_output, self._pad[None], self._no_tokens)
+        row: npt.NDArray[np.float32] = outputs[0][0]
+        return row
 
     def _run_padded(
         self,
@@ -541,7 +534,8 @@ def _check_runs(session: ort.InferenceSession, path: Path, manifest: fmt.Manifes
     """Run the graph once on a padded ``[2, 2]`` batch and check the shape of every output.
 
     A damaged or foreign graph may load and still fail at its first run, or give outputs of
-    other shapes; this makes such a file fail when it is loaded, naming it.
+    other shapes (another width: a model file from another export than the manifest); this
+    makes such a file fail when it is loaded, naming it.
     """
     ids = np.full((2, 2), manifest.pad_token_id, dtype=np.int64)
     mask = np.array([[1, 0], [0, 0]], dtype=np.int64)
@@ -556,7 +550,19 @@ def _check_runs(session: ort.InferenceSession, path: Path, manifest: fmt.Manifes
         ) from exc
     for name, result in zip(names, results, strict=True):
         expected = (manifest.dim,) if name in fmt.DYT_OUTPUTS else (2, manifest.dim)
-        if getattr(result, "shape", None) != expected or result.dtype != np.float32:
+        shape = getattr(result, "shape", None)
+        if (
+            shape is not None
+            and len(shape) == len(expected)
+            and shape[:-1] == expected[:-1]
+            and shape[-1] != manifest.dim
+        ):
+            raise ModelFormatError(
+                f"{path.parent / fmt.MANIFEST_FILE} records dim={manifest.dim} but "
+                f"{path.name} gives {shape[-1]}-dimensional {name}; the folder mixes two "
+                "exports, re-export it."
+            )
+        if shape != expected or result.dtype != np.float32:
             raise ModelFormatError(
                 f"{path} gives {name} as {type(result).__name__} "
                 f"{getattr(result, 'shape', '')} {getattr(result, 'dtype', '')} for a batch of "
@@ -592,32 +598,6 @@ def _raise_if_not_unicode(texts: Sequence[str], start: int, exc: TypeError) -> N
                 "with errors='replace', or clean the text with "
                 "text.encode('utf-8', 'replace').decode('utf-8')."
             ) from exc
-
-
-def _normalized_row(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """One row L2-normalised exactly as :func:`_normalize_in_place` does each row of a list.
-
-    Both take the sum of squares from BLAS's dot of the row with itself (``matmul`` of stacked
-    vectors calls the same dot), a third of the cost of numpy's pairwise sum for one row; the
-    float64 square root rounded to float32 is the float32 square root (53 >= 2 * 24 + 2 bits).
-    """
-    norm = np.float32(math.sqrt(row.dot(row)))
-    out: npt.NDArray[np.float32] = row / (norm if norm > 1e-12 else np.float32(1e-12))
-    return out
-
-
-def _normalize_in_place(rows: npt.NDArray[np.float32]) -> None:
-    """L2-normalise ``rows`` in place as ``torch.nn.functional.normalize(eps=1e-12)`` does, a
-    block of rows at a time.
-
-    A corpus's embeddings are the largest array of a call; ``normalize`` would hold two more
-    of its size at once (the squares, then the result).
-    """
-    for start in range(0, len(rows), BLOCK_TEXTS):
-        block = rows[start : start + BLOCK_TEXTS]
-        norms = np.sqrt(np.matmul(block[:, None, :], block[:, :, None])[:, 0])
-        np.maximum(norms, 1e-12, out=norms)
-        np.divide(block, norms, out=block)
 
 
 def _usable_cores() -> int:

@@ -206,7 +206,7 @@ class TextTokenizer:
 
         The same steps for a whole list in one loop: the per-text checks and calls of
         :meth:`_fast_ids` cost as much as the lookups for a query-sized text. A text with a
-        chunk not in the cache (new, or too long to be kept) goes to :meth:`_chunk_ids`.
+        chunk not in the cache (new, or too long to be kept) goes to :meth:`_chunk_ids_filling`.
         """
         if self._added is not None or max(map(len, texts), default=0) > SEGMENT_CHARS:
             return None
@@ -222,10 +222,11 @@ class TextTokenizer:
         lookup, join = self._cache.__getitem__, b"".join
         parts = []
         for text in texts:
+            chunks = text.split()
             try:
-                parts.append(join(map(lookup, text.split())))
-            except KeyError:
-                parts.append(self._chunk_ids(text))
+                parts.append(join(map(lookup, chunks)))
+            except KeyError:  # separators already deleted: straight to the filling step
+                parts.append(self._chunk_ids_filling(chunks))
         return parts
 
     def _fast_ids(self, text: str) -> bytes:

@@ -286,7 +286,7 @@ def test_unreadable_tokenizer_named_in_the_manifest(folder: Path, tmp_path: Path
         ({"variants": None}, "incomplete or malformed"),
         ({"default_variant": "int8"}, "default_variant 'int8' is not one of"),
         ({"dim": "16"}, "dim is '16', not a non-negative integer"),
-        ({"dim": 8}, r"records dim=8 but model\.onnx gives 16-dimensional"),
+        ({"dim": 8}, r"records dim=8 but model\.onnx gives 16-dimensional sentence_embedding"),
         ({"vocab_size": -1}, "vocab_size is -1, not a non-negative integer"),
         ({"tokenizer": {"file": "tokenizer.json", "bytes": "9", "sha256": "0" * 64}}, "bytes of"),
         ({"tokenizer": {"file": "tokenizer.json", "bytes": 9, "sha256": "0"}}, "not 64 hex"),
