@@ -352,6 +352,10 @@ def _settle_fsspec_http() -> None:
     where one thread alone gets the ``ModuleNotFoundError`` it does catch. Several input files
     failed 3 runs in 5 that way. Recording the failed import as ``None`` in ``sys.modules``
     makes every later import fail at once with ``ModuleNotFoundError``.
+
+    The ``scale`` extra installs ``aiohttp``, so the import succeeds and there is no race,
+    in the worker processes of a Ray someone else started too (their list tasks do not run
+    this as a setup hook: a CI run failed that way); this covers a Ray installed without it.
     """
     name = "fsspec.implementations.http"
     if name in sys.modules:

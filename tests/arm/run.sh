@@ -45,7 +45,8 @@ pyver=${SSE_ARM_PYTHON:-3.11}  # Debian 12's python3
 # tests/test_golden.py's embeddings of its long text (6,720 tokens, embedded in chunks) move by
 # 2.6e-06 on aarch64, above that file's same-machine bound of 1e-06: those two tests are
 # deselected, since parity.py checks long texts against x86 within the exporter's 1e-04.
-runtime_tests=("$repo/tests/test_fast_tokenizer.py" "$repo/tests/test_golden.py"
+runtime_tests=("$repo/tests/test_fast_tokenizer.py" "$repo/tests/test_chunk_table.py"
+  "$repo/tests/test_golden.py"
   --deselect "tests/test_golden.py::test_embeddings_of_one_call"
   --deselect "tests/test_golden.py::test_embedding_of_each_text[long]")
 
