@@ -24,6 +24,7 @@ does not know treats its chunk as missing, which is always correct.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -36,8 +37,14 @@ __all__ = ["ChunkTable", "Lookup"]
 #: (some ten arrays of 4-8 bytes per character) stay near 4 MB.
 GROUP_CHARS = 1 << 16
 
-_BASE = np.uint64(0x100000001B3)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
+# Drawn per process, odd: chunks crafted to share slots need the hash, which is not public
+# (a dict's str hash is randomised per process for the same reason).
+_BASE = np.uint64(secrets.randbits(64) | 1)
+_MIX = np.uint64(secrets.randbits(64) | 1)
+#: An entry sits at most this many slots past its hash's own; one that would go farther is
+#: left out of the slots (its chunks then take the caller's exact path), so neither adding nor
+#: finding can be slowed without bound by chunks whose hashes crowd together.
+MAX_PROBE = 32
 _SHIFT = np.uint64(29)
 _TAG_SHIFT = np.uint64(32)
 _EMPTY = -1
@@ -68,11 +75,11 @@ class _Powers:
     """``base ** i`` and ``base ** -i`` modulo 2**64 for i below a length, grown on demand."""
 
     def __init__(self) -> None:
-        self.up: npt.NDArray[np.uint64] = np.ones(1, dtype=np.uint64)
-        self.down: npt.NDArray[np.uint64] = np.ones(1, dtype=np.uint64)
+        one = np.ones(1, dtype=np.uint64)
+        self.pair: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]] = (one, one)
 
     def at_least(self, n: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-        up, down = self.up, self.down
+        up, down = self.pair
         if len(up) < n:
             size = max(n, 2 * len(up))
             with np.errstate(over="ignore"):
@@ -83,7 +90,7 @@ class _Powers:
                 )
             up = np.concatenate([np.ones(1, dtype=np.uint64), up[:-1]])
             down = np.concatenate([np.ones(1, dtype=np.uint64), down[:-1]])
-            self.up, self.down = up, down  # replaced whole: a reader keeps the pair it took
+            self.pair = (up, down)  # replaced whole: a reader keeps the pair it took
         return up, down
 
 
@@ -135,8 +142,10 @@ class _Column:
 class _Entries:
     """The entries, column by column: their characters and their ids, each end to end.
 
-    Offsets, counts and ids are int32 (a vocabulary, a cache of at most some 10^5 chunks of at
-    most a few dozen characters): some 70 bytes an entry with the slots, half a dict's.
+    Offsets, counts and ids are int32: ids index a vocabulary, and the caller keeps the table
+    to :data:`~sse_onnx.tokenizer.CACHE_CHUNKS` chunks of at most
+    :data:`~sse_onnx.tokenizer.CACHE_CHUNK_CHARS` characters (8.4 million codes at most). Some
+    70 bytes an entry with the slots, half a dict's.
     """
 
     def __init__(self) -> None:
@@ -199,25 +208,28 @@ class ChunkTable:
         return self._view.size
 
     def clear(self) -> None:
-        """Forget every entry (a lookup under way keeps the arrays it took)."""
+        """Forget every entry (a lookup under way keeps the arrays it took); a writer, like
+        :meth:`add`: the caller holds its lock."""
         self._entries = _Entries()
         self._view = self._publish()
 
     def add(self, found: Mapping[str, bytes]) -> None:
-        """Add chunks (without whitespace) and their ids, packed int64; chunks the table
-        already holds are left as they are.
+        """Add chunks (without whitespace) and their ids, packed int64, a group of about
+        :data:`GROUP_CHARS` characters at a time. A chunk is left out when an entry with its
+        hash's tag lies on its way: the chunk itself (added by another thread meanwhile), or a
+        look-alike that would hide it from :meth:`_find`.
 
         One writer at a time: the caller holds its lock.
         """
         chunks = [chunk for chunk in found if chunk]
-        if not chunks:
-            return
+        for group in _groups(chunks):
+            self._add_group(chunks[group], found)
+
+    def _add_group(self, chunks: list[str], found: Mapping[str, bytes]) -> None:
         codes, starts, ends = _codes_and_runs(chunks)
         hashes = _hashes(codes, starts, ends)
-        view = self._view
-        rows = np.take(view.rows, self._find(view, hashes), axis=0)
-        new = self._unequal(view, codes[codes != 32], rows, ends - starts)
-        if not new.all():  # another thread added some since this one looked them up
+        new = self._find(self._view, hashes) < 0
+        if not new.all():
             chunks = [chunk for chunk, keep in zip(chunks, new.tolist(), strict=True) if keep]
             if not chunks:
                 return
@@ -239,28 +251,20 @@ class ChunkTable:
         self._view = self._publish()
 
     def lookup(self, texts: Sequence[str]) -> Lookup:
-        """The ids of ``texts`` (each at most :data:`GROUP_CHARS` characters is best).
+        """The ids of ``texts``, a group of about :data:`GROUP_CHARS` characters at a time.
 
         Raises:
             UnicodeEncodeError: if a text holds a lone surrogate (the caller's path reports it).
         """
         view = self._view
-        results = []
-        first = 0
-        while first < len(texts):
-            last, chars = first, 0
-            while last < len(texts) and (chars < GROUP_CHARS or last == first):
-                chars += len(texts[last]) + 1
-                last += 1
-            results.append(self._lookup_group(view, texts[first:last], first))
-            first = last
+        results = [self._lookup_group(view, texts[g], g.start) for g in _groups(texts)]
         if len(results) == 1:
             return results[0]
         return Lookup(
-            np.concatenate([r.ids for r in results]),
-            np.concatenate([r.lengths for r in results]),
+            np.concatenate([r.ids for r in results] or [np.empty(0, dtype=np.int64)]),
+            np.concatenate([r.lengths for r in results] or [np.empty(0, dtype=np.int64)]),
             [i for r in results for i in r.missing],
-            [c for r in results for c in r.chunks],
+            list(dict.fromkeys(c for r in results for c in r.chunks)),
         )
 
     def _lookup_group(self, view: _View, texts: Sequence[str], offset: int) -> Lookup:
@@ -277,8 +281,9 @@ class ChunkTable:
         bad_texts = set(
             (np.searchsorted(text_starts, np.flatnonzero(kind == 2), side="right") - 1).tolist()
         )
-        rows = np.take(view.rows, self._find(view, _hashes(codes, starts, ends)), axis=0)
-        bad = self._unequal(view, codes[word], rows, ends - starts)
+        entry = self._find(view, _hashes(codes, starts, ends))
+        rows = np.take(view.rows, np.maximum(entry, 0), axis=0)
+        bad = (entry < 0) | self._unequal(view, codes[word], rows, ends - starts)
         bad_chunks = np.flatnonzero(bad)
         bad_texts.update(chunk_text[bad_chunks].tolist())
         missing = sorted(bad_texts)
@@ -306,14 +311,14 @@ class ChunkTable:
 
     @staticmethod
     def _find(view: _View, hashes: npt.NDArray[np.uint64]) -> Ints:
-        """The entry whose hash is each of ``hashes``, or 0 where none is (the character check
-        then rejects it: entry 0's length or characters differ, or there is no entry 0)."""
+        """The first entry with each hash's tag on its way, or -1 where there is none (it
+        proposes; the character check decides)."""
         mask = len(view.slots) - 1
         slot = (hashes & np.uint64(mask)).astype(np.int64)
         tags = (hashes >> _TAG_SHIFT).astype(np.uint32)
-        entry = np.zeros(len(hashes), dtype=np.int64)
+        entry = np.full(len(hashes), -1, dtype=np.int64)
         todo = np.arange(len(hashes))
-        while todo.size:
+        for _ in range(MAX_PROBE):
             pairs = np.take(view.slots, slot[todo], axis=0)  # entry and tag: one cache line
             candidate = pairs[:, 0]
             known = (candidate >= 0) & (candidate < view.size)
@@ -321,6 +326,8 @@ class ChunkTable:
             entry[todo[hit]] = candidate[hit]
             # an empty slot ends the probe; so does a slot this view does not know
             todo = todo[~hit & known]
+            if not todo.size:
+                break
             slot[todo] = (slot[todo] + 1) & mask
         return entry
 
@@ -348,6 +355,20 @@ class ChunkTable:
             e.ids.array,
             e.rows.array,
         )
+
+
+def _groups(items: Sequence[str]) -> list[slice]:
+    """Consecutive runs of ``items`` of about :data:`GROUP_CHARS` characters (one item at least)."""
+    groups = []
+    first = 0
+    while first < len(items):
+        last, chars = first, 0
+        while last < len(items) and (chars < GROUP_CHARS or last == first):
+            chars += len(items[last]) + 1
+            last += 1
+        groups.append(slice(first, last))
+        first = last
+    return groups
 
 
 def _ragged(starts: npt.ArrayLike, counts: Ints) -> Ints:
@@ -383,10 +404,12 @@ def _insert(slots: npt.NDArray[np.int32], hashes: list[int], first: int) -> None
     entries, tags = slots[:, 0], slots.view(np.uint32)[:, 1]
     for entry, value in enumerate(hashes, first):
         slot = value & mask
-        while entries[slot] != _EMPTY:
+        for _ in range(MAX_PROBE):
+            if entries[slot] == _EMPTY:
+                tags[slot] = value >> 32
+                entries[slot] = entry
+                break
             slot = (slot + 1) & mask
-        tags[slot] = value >> 32
-        entries[slot] = entry
 
 
 def _slots(hashes: npt.NDArray[np.uint64], size: int) -> npt.NDArray[np.int32]:

@@ -280,9 +280,10 @@ class Encoder:
         """Fill ``out`` with the graph outputs of ``texts``, block by block, on up to
         ``self.threads`` threads.
 
-        Each thread takes the next block, tokenizes it and runs its graph calls; the chunk table
-        and onnxruntime let go of the GIL, so one thread tokenizes while another's graph calls
-        run. Blocks are the same whatever the thread count, and so are the results.
+        Each thread takes the next block, tokenizes it and runs its graph calls; onnxruntime
+        and the chunk table (which tokenizes blocks of long texts) let go of the GIL, so one
+        thread tokenizes while another's graph calls run. Blocks are the same whatever the
+        thread count, and so are the results.
         """
         starts = range(0, len(texts), BLOCK_TEXTS)
         workers = min(self.threads, len(starts)) if len(texts) >= PARALLEL_TEXTS else 1

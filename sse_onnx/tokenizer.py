@@ -76,6 +76,9 @@ CACHE_CHUNK_CHARS = 64
 #: characters: 30 against 21 us).
 TABLE_TEXTS = 16
 TABLE_TEXT_CHARS = 256
+#: New chunks of a list tokenized and added to the table at a time (bounds the memory of a
+#: cold call on thousands of documents).
+FILL_CHUNKS = 1 << 12
 #: Every character for which ``str.isspace()`` is true, i.e. where ``str.split()`` cuts
 #: (checked against the running Python by the test suite).
 PYTHON_WHITESPACE = (
@@ -126,6 +129,7 @@ class TextTokenizer:
         self._cache: dict[str, bytes] = {}
         self._table = ChunkTable(PYTHON_WHITESPACE, special=self._deleted or "")
         self._capacity = CACHE_CHUNKS
+        self._table_texts, self._table_chars = TABLE_TEXTS, TABLE_TEXT_CHARS
         self._lock = threading.Lock()
 
     @property
@@ -148,12 +152,13 @@ class TextTokenizer:
     def encode_flat(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds]:
         """Token ids of all texts end to end (read-only), and the number of ids of each text."""
         if (
-            len(texts) >= TABLE_TEXTS
+            len(texts) >= self._table_texts
             and self.fast
-            and sum(map(len, texts)) >= TABLE_TEXT_CHARS * len(texts)
+            and sum(map(len, texts)) >= self._table_chars * len(texts)
         ):
             tabled = self._table_ids(texts)
             if tabled is not None:
+                tabled[0].flags.writeable = False
                 return tabled
         cached = self._cached_ids(texts) if self.fast else None
         if cached is not None:
@@ -165,16 +170,20 @@ class TextTokenizer:
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) // _ID_BYTES
         return np.frombuffer(b"".join(parts), dtype=np.int64), lengths
 
+    def _needs_whole_hf(self, texts: Sequence[str]) -> bool:
+        """Whether a text may need HF whole (an added token with whitespace) or in segments."""
+        return self._added is not None or max(map(len, texts), default=0) > SEGMENT_CHARS
+
     def _table_ids(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds] | None:
         """The ids of many texts from the chunk table (see :mod:`sse_onnx.chunk_table`), or
         ``None`` when a text needs HF whole or in segments.
 
-        Chunks the table lacks are tokenized as :meth:`_chunk_ids_filling` does and added to
-        the table (not to the dict: lists of texts have the table, single texts the dict);
-        a text still missing then (a special character, a chunk too long to keep) gets
-        :meth:`_fast_ids`.
+        Chunks the table lacks are tokenized by :meth:`_new_chunk_ids`, at most
+        :data:`FILL_CHUNKS` at a time, and added to the table (not to the dict: lists of long
+        texts have the table, single texts and short ones the dict); a text still missing then
+        (a special character, a chunk too long to keep) gets :meth:`_fast_ids`.
         """
-        if self._added is not None or max(map(len, texts), default=0) > SEGMENT_CHARS:
+        if self._needs_whole_hf(texts):
             return None
         try:
             found = self._table.lookup(texts)
@@ -182,16 +191,21 @@ class TextTokenizer:
             return None
         if not found.missing:
             return found.ids, found.lengths
-        new = self._new_chunk_ids([c for c in found.chunks if len(c) <= CACHE_CHUNK_CHARS])
-        with self._lock:
-            if len(self._table) + len(new) > self._capacity:
-                self._table.clear()
-            self._table.add(dict(list(new.items())[: self._capacity]))
-        retried = self._table.lookup([texts[i] for i in found.missing])
+        kept = [chunk for chunk in found.chunks if len(chunk) <= CACHE_CHUNK_CHARS]
+        for first in range(0, len(kept), FILL_CHUNKS):
+            new = self._new_chunk_ids(kept[first : first + FILL_CHUNKS])
+            with self._lock:
+                if len(self._table) + len(new) > self._capacity:
+                    self._table.clear()
+                self._table.add(new)
+        again: list[TokenIds] = []
+        still = set(range(len(found.missing)))
+        if kept:  # else nothing was added: every missing text takes the per-text path
+            retried = self._table.lookup([texts[i] for i in found.missing])
+            again = np.split(retried.ids, np.cumsum(retried.lengths)[:-1])
+            still = set(retried.missing)
         parts = np.split(found.ids, np.cumsum(found.lengths)[:-1])
-        again = np.split(retried.ids, np.cumsum(retried.lengths)[:-1])
         lengths = found.lengths
-        still = set(retried.missing)
         for k, i in enumerate(found.missing):
             parts[i] = (
                 again[k]
@@ -208,7 +222,7 @@ class TextTokenizer:
         :meth:`_fast_ids` cost as much as the lookups for a query-sized text. A text with a
         chunk not in the cache (new, or too long to be kept) goes to :meth:`_chunk_ids_filling`.
         """
-        if self._added is not None or max(map(len, texts), default=0) > SEGMENT_CHARS:
+        if self._needs_whole_hf(texts):
             return None
         deleted = self._deleted or ""
         if deleted:

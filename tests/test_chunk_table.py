@@ -118,6 +118,41 @@ def test_colliding_hashes_never_give_wrong_ids(monkeypatch: pytest.MonkeyPatch) 
     assert len(missing) > len([t for t in texts if expected(entries, t) is None])
 
 
+def test_a_colliding_prefix_or_extension_is_not_taken_for_an_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def same_hash(
+        codes: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.uint64]:
+        return np.full(len(starts), 7, dtype=np.uint64)
+
+    monkeypatch.setattr(chunk_table, "_hashes", same_hash)
+    table = ChunkTable(PYTHON_WHITESPACE)
+    table.add({"ab": packed([1, 2])})
+    table.add({"ab": packed([1, 2]), "cd": packed([3])})
+    assert len(table) == 1  # "cd" has "ab"'s tag on its way: it could never be found
+    found = table.lookup(["ab", "a", "abc", "ab ab", "cd", "ba"])
+    assert found.missing == [1, 2, 4, 5]
+    assert found.ids.tolist() == [1, 2, 1, 2, 1, 2]
+    assert found.lengths.tolist() == [2, 0, 0, 4, 0, 0]
+
+
+def test_adding_known_chunks_again_changes_nothing() -> None:
+    entries = vocabulary(np.random.default_rng(10), 500)
+    table = ChunkTable(PYTHON_WHITESPACE)
+    table.add(entries)
+    view = table._view
+    table.add(entries)
+    table.add(dict(list(entries.items())[:100]))
+    assert len(table) == 500
+    assert table._view is view  # nothing was published
+
+
+def test_an_empty_list_is_looked_up() -> None:
+    found = ChunkTable(PYTHON_WHITESPACE).lookup([])
+    assert found.ids.size == 0 and found.lengths.size == 0 and found.missing == []
+
+
 def test_a_lookup_keeps_the_entries_it_started_with() -> None:
     rng = np.random.default_rng(9)
     entries = vocabulary(rng, 2000)
@@ -127,11 +162,17 @@ def test_a_lookup_keeps_the_entries_it_started_with() -> None:
     before = table._view  # what a lookup under way reads while another thread adds
     table.add(dict(items[10:]))  # grows every column and the slots
     texts = texts_of(rng, list(entries), 200)
-    old = table._lookup_group(before, texts, 0)
     first = dict(items[:10])
+    known = list(first)
+    texts += [f"{known[i % 10]} {known[(3 * i) % 10]}" for i in range(20)]  # found by the old view
+    old = table._lookup_group(before, texts, 0)
+    pieces = np.split(old.ids, np.cumsum(old.lengths)[:-1])
     for i, text in enumerate(texts):
         want = expected(first, text)
         assert (i in old.missing) == (want is None)
+        if want is not None:
+            assert pieces[i].tolist() == want.tolist()
+    assert len(old.missing) < len(texts) - 19
     table.clear()
     assert len(table) == 0
     assert check(table, {}, ["abc def", ""]) == [0]

@@ -202,6 +202,17 @@ def test_a_failure_in_a_helper_thread_reaches_the_caller(
         Encoder(folder, threads=2).encode(texts)
 
 
+def test_bad_texts_in_a_list_of_documents(encoder: Encoder) -> None:
+    """Lists of long texts are tokenized in the chunk table: the same errors as short lists."""
+    texts = ["the cat sat on the mat " * 20] * 20  # 460 characters each
+    texts[13] = texts[13] + "a\udcffb"
+    with pytest.raises(ValueError, match=r"texts\[13\] is not valid Unicode: .* U\+DCFF at"):
+        encoder.encode(texts)
+    texts[13] = 3  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"texts\[13\] is int"):
+        encoder.encode(texts)
+
+
 def test_default_threads_are_the_usable_cores(folder: Path) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert Encoder(folder).threads == cores

@@ -92,11 +92,12 @@ def hf_ids(tokenizer: Tokenizer, text: str) -> list[int]:
 )
 def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[TextTokenizer, Tokenizer]]:
+) -> tuple[TextTokenizer, Tokenizer]:
     """The fast tokenizer under test and HF's, on the same tokenizer.json.
 
     The ``-table`` ones send every list of two texts or more to the chunk table (whatever
-    their length), the others only lists of long texts.
+    their length), the others only lists of long texts. A tokenizer reads these settings
+    when it is made, so the patches end with the construction.
     """
     if request.param.startswith("tiny"):
         path = write_tiny_tokenizer(tmp_path_factory.mktemp("tiny") / "tokenizer.json")
@@ -109,8 +110,8 @@ def pair(
             patch.setattr(tokenizer_module, "TABLE_TEXTS", 2)
             patch.setattr(tokenizer_module, "TABLE_TEXT_CHARS", 0)
         fast = TextTokenizer(path)
-        assert fast.fast, "the chunk path must be in use, or this compares HF with itself"
-        yield fast, hf_tokenizer(path)
+    assert fast.fast, "the chunk path must be in use, or this compares HF with itself"
+    return fast, hf_tokenizer(path)
 
 
 def random_texts(rng: np.random.Generator, count: int) -> Iterator[str]:
@@ -275,6 +276,37 @@ def test_concurrent_calls_give_sequential_ids(monkeypatch: pytest.MonkeyPatch) -
     assert not errors, errors
     assert len(results) == 8
     assert all(result == expected for result in results)
+
+
+def test_concurrent_lists_through_the_table_give_hf_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads look lists up, add their new chunks and empty the full table, all at once."""
+    monkeypatch.setattr(tokenizer_module, "CACHE_CHUNKS", 300)  # emptied every few lists
+    monkeypatch.setattr(tokenizer_module, "TABLE_TEXTS", 2)
+    monkeypatch.setattr(tokenizer_module, "TABLE_TEXT_CHARS", 0)
+    shared = TextTokenizer(BERT_TOKENIZER)
+    texts = list(random_texts(np.random.default_rng(4), 400))
+    hf = hf_tokenizer(BERT_TOKENIZER)
+    expected = [hf_ids(hf, text) for text in texts]
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(10):
+                pick = rng.choice(len(texts), 40, replace=False)
+                flat, lengths = shared.encode_flat([texts[i] for i in pick])
+                got = np.split(flat, np.cumsum(lengths)[:-1])
+                results.append(
+                    all(g.tolist() == expected[i] for g, i in zip(got, pick, strict=True))
+                )
+        except BaseException as exc:  # surfaced below with the thread's traceback
+            errors.append(exc)
+
+    run_in_threads(work)
+    assert not errors, errors
+    assert len(results) == 80 and all(results)
+    assert len(shared._table) > 0
 
 
 def data_texts(root: Path) -> Iterator[str]:
