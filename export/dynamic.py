@@ -11,7 +11,10 @@ other. Only the distinct files are published, as the variants in :data:`PRESETS`
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +54,24 @@ def quantize_with_preset(model: onnx.ModelProto, preset: str) -> onnx.ModelProto
         source, target = Path(work) / "fp32", Path(work) / "quantized"
         source.mkdir()
         onnx.save_model(model, source / "model.onnx")
-        quantizer = ORTQuantizer.from_pretrained(source, file_name="model.onnx")
+        # optimum warns that it finds no transformers config beside the graph: none is needed
+        # (the result is never loaded as an ORTModel), so the warning would only be noise.
+        with _quiet("optimum.onnxruntime.quantization"):
+            quantizer = ORTQuantizer.from_pretrained(source, file_name="model.onnx")
         written = quantizer.quantize(save_dir=target, quantization_config=config)
         return onnx.load_model(Path(written) / "model_quantized.onnx")
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The logger ``name`` at ERROR for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def dequantized_table(model: onnx.ModelProto) -> npt.NDArray[np.float32]:
