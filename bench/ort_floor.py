@@ -63,7 +63,7 @@ def main() -> None:
     # The runtime's options (sse_onnx/encoder.py, _open_session), with 1 thread.
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.enable_mem_pattern = False
+    options.enable_mem_pattern = True
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with_identity = ort.InferenceSession(
         identity.SerializeToString(), options, providers=["CPUExecutionProvider"]
