@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="JSONL or Parquet files, folders, or quoted glob patterns of local files",
+        help="JSONL or Parquet files or folders (local, or URIs Ray reads: s3://...), or quoted "
+        "glob patterns of local files",
     )
     parser.add_argument(
         "--output",

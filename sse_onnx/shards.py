@@ -121,20 +121,29 @@ def prepare(folder: Path, parameters: dict[str, Any], *, resume: bool) -> dict[s
     """Check the output folder before Ray starts; returns the stopped job's ``_job.json``, if any.
 
     Raises:
-        CorpusError: if the folder is not empty and ``resume`` is false, or if it holds no
-            readable ``_job.json`` or another job than this one.
+        CorpusError: if the folder holds a finished job, or shards and ``resume`` is false,
+            or no readable ``_job.json`` or another job than this one. A folder holding only
+            ``_job.json`` (a job stopped before its first shard) counts as empty.
     """
     if folder.exists() and not folder.is_dir():
         raise CorpusError(f"output {folder} is a file; pass a folder, or a .parquet file name.")
     if not folder.parent.is_dir():
         raise CorpusError(f"output {folder} is in {folder.parent}, which does not exist.")
     names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    if not names:
+    if not names or names == [LAYOUT.job]:
+        # Empty, or a job that stopped before its first shard (a bad input column, say):
+        # nothing to keep, and its record is written anew.
         return None
+    if LAYOUT.success in names:
+        raise CorpusError(
+            f"output {folder} holds a finished job ({LAYOUT.success} is there); there is nothing "
+            "to resume or overwrite: choose another folder, or delete this one to embed again."
+        )
     if not resume:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        files = "file" if len(names) == 1 else "files"
         raise CorpusError(
-            f"output {folder} is not empty ({len(names)} files: {shown}); pass --resume to "
+            f"output {folder} is not empty ({len(names)} {files}: {shown}); pass --resume to "
             "finish the job it holds, or choose an empty folder."
         )
     job_path = folder / LAYOUT.job
@@ -156,7 +165,7 @@ def prepare(folder: Path, parameters: dict[str, Any], *, resume: bool) -> dict[s
         shown = "; ".join(f"{k}: {stored.get(k)!r} there, {parameters[k]!r} now" for k in differ)
         raise CorpusError(
             f"output {folder} holds a job with other parameters ({shown}); resume with the "
-            "command that started it, or choose an empty folder."
+            "command that started it, or choose an empty folder (or delete this one)."
         )
     return job
 

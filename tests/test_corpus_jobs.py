@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 from test_corpus import WORDS, ray_temp_dir, read_folder  # noqa: E402
 
-from sse_onnx import Encoder  # noqa: E402
+from sse_onnx import Encoder, shards  # noqa: E402
+from sse_onnx.errors import CorpusError  # noqa: E402
 
 #: Documents of the killed job: 47 shards of 256, so the driver is killed well before the end.
 KILLED_JOB_DOCS = 12_000
@@ -183,6 +184,7 @@ def test_a_resume_with_other_parameters_is_refused(
         "ranges": None,
     }
     (out / "_job.json").write_text(json.dumps(job), encoding="utf-8")
+    (out / "part-000000000.parquet").write_bytes(b"a shard the stopped job wrote")
     base = sse_embed(str(source), "--output", str(out), "--id-field", "doc", "--batch-size", "256")
 
     dim = subprocess.run([*base, "--dim", "64", "--resume"], capture_output=True, text=True)
@@ -197,7 +199,8 @@ def test_a_resume_with_other_parameters_is_refused(
     assert dim.returncode == 1
     assert dim.stderr.strip() == (
         f"sse-embed: error: output {out} holds a job with other parameters (dim: 256 there, 64 "
-        "now); resume with the command that started it, or choose an empty folder."
+        "now); resume with the command that started it, or choose an empty folder (or delete "
+        "this one)."
     )
     assert size.returncode == 1
     assert re.fullmatch(
@@ -206,6 +209,28 @@ def test_a_resume_with_other_parameters_is_refused(
         rf"{grown.stat().st_size}.* now\); .*",
         size.stderr.strip(),
     ), size.stderr
+
+
+def test_a_folder_of_a_job_that_wrote_no_shard_is_started_anew(tmp_path: Path) -> None:
+    """A job stopped by a bad input (no such column, say) leaves only its record: the corrected
+    command runs, with or without --resume and whatever the recorded parameters."""
+    (tmp_path / "_job.json").write_text('{"parameters": {"text_fields": ["body"]}}')
+    for resume in (False, True):
+        assert shards.prepare(tmp_path, {"text_fields": ["text"]}, resume=resume) is None
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_finished_folder_is_neither_resumed_nor_overwritten(tmp_path: Path, resume: bool) -> None:
+    for name in ("_job.json", "part-000000000.parquet", "_manifest.json", "_SUCCESS"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(CorpusError, match=r"holds a finished job \(_SUCCESS is there\); there is "):
+        shards.prepare(tmp_path, {}, resume=resume)
+
+
+def test_one_file_is_one_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(CorpusError, match=r"is not empty \(1 file: notes\.txt\); pass --resume"):
+        shards.prepare(tmp_path, {}, resume=False)
 
 
 @pytest.fixture
