@@ -41,6 +41,7 @@ import re
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -813,6 +814,11 @@ def _import_ray() -> Any:
         raise ImportError(
             "embedding a corpus needs Ray Data: pip install 'sse-onnx[scale]'."
         ) from exc
+    # A corpus of fewer blocks than workers (a small or failing job) leaves actors idle, which
+    # Ray Data warns about on every such run; the job is right as it is.
+    warnings.filterwarnings(
+        "ignore", message="The minimum number of concurrent actors", category=UserWarning
+    )
     return ray
 
 

@@ -364,7 +364,7 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
     (tmp_path / "folder.parquet").mkdir()
     with pytest.raises(CorpusError, match=r"is a folder; pass a \.parquet file"):
         embed_corpus([jsonl], tmp_path / "folder.parquet")
-    with pytest.raises(CorpusError, match=r"not empty \(1 files: folder\.parquet\); pass --resume"):
+    with pytest.raises(CorpusError, match=r"not empty \(1 file: folder\.parquet\); pass --resume"):
         embed_corpus([jsonl], tmp_path)
     with pytest.raises(ValueError, match="resume=True needs a folder output"):
         embed_corpus([jsonl], tmp_path / "x.parquet", resume=True)
