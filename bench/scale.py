@@ -288,26 +288,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.ERROR)
         results["ray_init_seconds"] = time.perf_counter() - started
+
+        def checked(out: Path, workers: int, what: str, **options: Any) -> dict[str, Any]:
+            """:func:`on_ray`, stopping the run if its vectors differ from the plain process."""
+            measured = on_ray(source, out, workers, args.repeats, **options)
+            if not np.array_equal(read_vectors(out), reference):
+                sys.exit(f"{what} differs from the plain process")
+            return measured
+
         try:
-            results["ray"] = []
-            for workers in (1, 2):
-                out = work / f"out-{workers}.parquet"
-                results["ray"].append(on_ray(source, out, workers, args.repeats))
-                if not np.array_equal(read_vectors(out), reference):
-                    sys.exit(f"Ray output with {workers} workers differs from the plain process")
+            results["ray"] = [
+                checked(work / f"out-{n}.parquet", n, f"Ray output with {n} workers")
+                for n in (1, 2)
+            ]
             out = work / "out-tokens.parquet"
             results["ray"].append(on_ray(source, out, 2, args.repeats, count_tokens=True))
             # The shards' batches, through the driver: which part of the gap is batch size.
             out = work / "out-large-batches.parquet"
-            results["ray"].append(on_ray(source, out, 2, args.repeats, batch_size=SHARD_DOCS))
-            if not np.array_equal(read_vectors(out), reference):
-                sys.exit(f"Ray output in batches of {SHARD_DOCS} differs from the plain process")
-            results["sharded"] = []
-            for workers in (1, 2):
-                out = work / f"shards-{workers}"
-                results["sharded"].append(on_ray(source, out, workers, args.repeats))
-                if not np.array_equal(read_vectors(out), reference):
-                    sys.exit(f"shards of {workers} workers differ from the plain process")
+            what = f"Ray output in batches of {SHARD_DOCS}"
+            results["ray"].append(checked(out, 2, what, batch_size=SHARD_DOCS))
+            results["sharded"] = [
+                checked(work / f"shards-{n}", n, f"shards of {n} workers") for n in (1, 2)
+            ]
             results["ray_processes_mb"] = ray_processes_mb()
             results["worker_memory"] = worker_peak_mb(texts)
             results["outputs"] = output_sizes(texts, work)
