@@ -2,20 +2,25 @@
 
 :class:`~sse_onnx.tokenizer.TextTokenizer` keeps the ids of every whitespace-free chunk it has
 seen. Looking chunks up one by one in a dict holds the GIL, so a second thread could only
-tokenize while the first ran its graph call. This table holds the same entries (chunk
-characters, ids) in arrays and finds a whole list of texts at once: the list is joined, cut
-into chunks at ``str.split``'s whitespace, each chunk is hashed, its entry found in an
-open-addressing table, and the entry is taken only if its stored characters equal the chunk's,
-character by character. The numpy calls used let go of the GIL inside their loops (those that
-do not, ``np.repeat`` and in-place cumulative sums, are avoided), and on one thread the
-SciFact documents take 0.7-0.85 of the dict's time (45,000-48,000 against 33,000-38,000
-documents/s across runs).
+tokenize while the first ran its graph call. This table holds the same entries in arrays and
+finds a whole list of texts at once: the list is joined and cut into chunks at ``str.split``'s
+whitespace; each chunk is hashed, its entry found in an open-addressing table, and the entry
+is taken only if it holds the very same characters. The numpy calls used let go of the GIL
+inside their loops (those that do not, ``np.repeat`` and in-place cumulative sums, are
+avoided).
 
-It is an index, never the reference: a hash only proposes an entry, and the character check
-decides. A text with a chunk not found so (new, too long to be kept, a hash collision) or with a
-character the caller's path treats specially is returned as *missing*, with the chunks that
-were not found; the caller tokenizes those chunks, adds them with :meth:`ChunkTable.add` and
-looks the missing texts up again, or gives them its per-text path.
+Most chunks are *keyed*: at most :data:`KEY_CHARS` characters, each below U+0100 (99 % of
+SciFact's chunks). Their characters, one byte each, fill two 64-bit words read straight out of
+the joined text, so a keyed chunk is hashed and checked with a handful of operations on whole
+words, whatever its length. Other chunks keep their characters in the table and are hashed
+and checked character by character. An entry of one kind never stands for a chunk of the
+other.
+
+It is an index, never the reference: a hash only proposes an entry, and the words or the
+characters decide. A text with a chunk not found so (new, too long to be kept, a hash
+collision) or with a character the caller's path treats specially is returned as *missing*,
+with the chunks that were not found; the caller tokenizes those chunks, adds them with
+:meth:`ChunkTable.add` and looks the missing texts up again, or gives them its per-text path.
 
 Lookups take no lock. :meth:`ChunkTable.add` (one writer at a time: the caller's lock) writes
 new entries past the count a lookup reads, then publishes the new count; entries are never
@@ -37,6 +42,13 @@ __all__ = ["ChunkTable", "Lookup"]
 #: Texts are looked up in groups of about this many characters: the temporaries of a group
 #: (some ten arrays of 4-8 bytes per character) stay near 4 MB.
 GROUP_CHARS = 1 << 16
+
+#: Chunks of at most this many characters, each below U+0100, are keyed (see the module).
+KEY_CHARS = 16
+_WORD = 8
+_LATIN = 0xFF
+# _LOW[n]: a word's low n bytes set (cuts a word read past a chunk's end at the end)
+_LOW = np.array([(1 << (8 * n)) - 1 for n in range(_WORD + 1)], dtype=np.uint64)
 
 # Drawn per process, odd: chunks crafted to share slots need the hash, which is not public
 # (a dict's str hash is randomised per process for the same reason).
@@ -98,7 +110,7 @@ class _Powers:
 _POWERS = _Powers()
 
 
-def _hashes(codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
+def _code_hashes(codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
     """A 64-bit hash of each ``codes[starts[i]:ends[i]]`` that does not depend on where the
     run lies: the polynomial sum of its characters over the base's powers, shifted back by its
     start with the inverse power. Every start must be at least 1."""
@@ -112,6 +124,60 @@ def _hashes(codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
         hashes ^= hashes >> _SHIFT
         hashes *= _MIX
         hashes ^= hashes >> _SHIFT
+    return hashes
+
+
+class _Keys(NamedTuple):
+    """Each chunk's two words (both 0 for a chunk that is not keyed), and whether it is."""
+
+    first: npt.NDArray[np.uint64]
+    second: npt.NDArray[np.uint64]
+    keyed: npt.NDArray[np.bool_]
+
+
+def _keys(codes: Codes, starts: Ints, ends: Ints) -> _Keys:
+    """The words of each chunk ``codes[starts[i]:ends[i]]`` (every start at least 1): its
+    characters a byte each, little-endian, the first eight in one word and the next eight in
+    the other, the bytes past its end zero. Chunks longer than :data:`KEY_CHARS` or with a
+    character from U+0100 on are not keyed."""
+    lengths = ends - starts
+    keyed = lengths <= KEY_CHARS
+    if len(codes) and int(codes.max()) > _LATIN:
+        wide = np.cumsum(codes > _LATIN)
+        keyed &= wide[ends - 1] == wide[starts - 1]
+    data = np.zeros(len(codes) + 2 * _WORD, dtype=np.uint8)
+    data[: len(codes)] = codes  # wraps from U+0100 on: those chunks are not keyed
+    # a word starting at every byte: element i is data[i:i + 8] (an unaligned, strided view)
+    words = np.ndarray((len(codes) + _WORD + 1,), dtype="<u8", buffer=data, strides=(1,))
+    first = words[starts] & _LOW[np.minimum(lengths, _WORD)]
+    second = words[starts + _WORD] & _LOW[np.clip(lengths - _WORD, 0, _WORD)]
+    first[~keyed] = 0
+    second[~keyed] = 0
+    return _Keys(first, second, keyed)
+
+
+def _key_hashes(keys: _Keys, lengths: Ints) -> npt.NDArray[np.uint64]:
+    """A 64-bit hash of each keyed chunk from its words and length (the length counts: a word
+    of "a" and of "a\x00" is the same)."""
+    with np.errstate(over="ignore"):
+        hashes: npt.NDArray[np.uint64] = keys.first * _MIX
+        hashes ^= keys.second * _BASE
+        hashes += lengths.astype(np.uint64)
+        hashes ^= hashes >> _SHIFT
+        hashes *= _MIX
+        hashes ^= hashes >> _SHIFT
+    return hashes
+
+
+def _hashes(keys: _Keys, codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
+    """The hash of each chunk: from its words when keyed, else from its characters."""
+    hashes = _key_hashes(keys, ends - starts)
+    other = np.flatnonzero(~keys.keyed)
+    if other.size:
+        lengths = ends[other] - starts[other]
+        own = np.concatenate([np.zeros(1, dtype=np.uint32), codes[_ragged(starts[other], lengths)]])
+        own_starts = np.cumsum(lengths) - lengths + 1
+        hashes[other] = _code_hashes(own, own_starts, own_starts + lengths)
     return hashes
 
 
@@ -141,19 +207,22 @@ class _Column:
 
 
 class _Entries:
-    """The entries, column by column: their characters and their ids, each end to end.
+    """The entries, column by column: their words, the characters of those not keyed, and
+    their ids, each end to end.
 
     Offsets, counts and ids are int32: ids index a vocabulary, and the caller keeps the table
     to :data:`~sse_onnx.tokenizer.CACHE_CHUNKS` chunks of at most
     :data:`~sse_onnx.tokenizer.CACHE_CHUNK_CHARS` characters (8.4 million codes at most). Some
-    70 bytes an entry with the slots, half a dict's.
+    70 bytes an entry with the slots (SciFact's 96,208 chunks: 7.4 MB), half a dict's.
     """
 
     def __init__(self) -> None:
-        # characters; one code first, so that every entry starts at 1 or later (_hashes)
+        # characters of the entries not keyed; one code first, so that every such entry
+        # starts at 1 or later (_code_hashes)
         self.codes = _Column(np.uint32, [0])
         self.ids = _Column(np.int32)
-        # where each entry's characters and ids start and how many: one row, one cache line
+        self.keys = _Column(np.uint64, width=2)
+        # where each entry's characters (-1: keyed) and ids start, its length and id count
         self.rows = _Column(np.int32, width=4)
         self.slots = _slots(np.empty(0, dtype=np.uint64), 0)
 
@@ -162,16 +231,23 @@ class _Entries:
         return self.rows.size
 
     def hashes(self) -> npt.NDArray[np.uint64]:
-        """Every entry's hash, computed again a group of characters at a time."""
+        """Every entry's hash, computed again (those not keyed a group of characters at a
+        time)."""
         rows = self.rows.array[: self.count].astype(np.int64)
-        hashes = np.empty(self.count, dtype=np.uint64)
+        words = self.keys.array[: self.count]
+        keys = _Keys(words[:, 0], words[:, 1], rows[:, 0] < 0)
+        hashes = _key_hashes(keys, rows[:, 1])
+        other = np.flatnonzero(~keys.keyed)
+        starts, lengths = rows[other, 0], rows[other, 1]
         first = 0
-        while first < self.count:
-            base = rows[first, 0] - 1  # the code before the group's first entry
-            last = max(first + 1, int(np.searchsorted(rows[:, 0], base + GROUP_CHARS)))
-            starts = rows[first:last, 0] - base
-            ends = starts + rows[first:last, 1]
-            hashes[first:last] = _hashes(self.codes.array[base : base + ends[-1]], starts, ends)
+        while first < len(other):
+            base = starts[first] - 1  # the code before the group's first entry
+            last = max(first + 1, int(np.searchsorted(starts, base + GROUP_CHARS)))
+            group_starts = starts[first:last] - base
+            ends = group_starts + lengths[first:last]
+            hashes[other[first:last]] = _code_hashes(
+                self.codes.array[base : base + ends[-1]], group_starts, ends
+            )
             first = last
         return hashes
 
@@ -183,6 +259,7 @@ class _View(NamedTuple):
     slots: npt.NDArray[np.int32]
     codes: Codes
     ids: npt.NDArray[np.int32]
+    keys: npt.NDArray[np.uint64]
     rows: npt.NDArray[np.int32]
 
 
@@ -228,23 +305,30 @@ class ChunkTable:
 
     def _add_group(self, chunks: list[str], found: Mapping[str, bytes]) -> None:
         codes, starts, ends = _codes_and_runs(chunks)
-        hashes = _hashes(codes, starts, ends)
+        keys = _keys(codes, starts, ends)
+        hashes = _hashes(keys, codes, starts, ends)
         new = self._find(self._view, hashes) < 0
         if not new.all():
             chunks = [chunk for chunk, keep in zip(chunks, new.tolist(), strict=True) if keep]
             if not chunks:
                 return
             codes, starts, ends = _codes_and_runs(chunks)
+            keys = _Keys(keys.first[new], keys.second[new], keys.keyed[new])
             hashes = hashes[new]
         entries = self._entries
         first = entries.count
         packed = [found[chunk] for chunk in chunks]
         counts = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed)) // _IDS.itemsize
-        code_starts = starts - 1 - np.arange(len(chunks)) + entries.codes.size
+        lengths = ends - starts
+        other = np.flatnonzero(~keys.keyed)  # their characters are kept
+        code_starts = np.full(len(chunks), -1, dtype=np.int64)
+        code_starts[other] = np.cumsum(lengths[other]) - lengths[other] + entries.codes.size
         id_starts = np.cumsum(counts) - counts + entries.ids.size
-        entries.codes.append(codes[codes != 32])  # not the spaces between the chunks
+        entries.codes.append(codes[_ragged(starts[other], lengths[other])])
         entries.ids.append(np.frombuffer(b"".join(packed), dtype=np.int64))
-        entries.rows.append(np.stack([code_starts, ends - starts, id_starts, counts], axis=1))
+        entries.keys.append(np.stack([keys.first, keys.second], axis=1))
+        # the rows last: their count is the entries' (a lookup reads the others up to it)
+        entries.rows.append(np.stack([code_starts, lengths, id_starts, counts], axis=1))
         if 2 * entries.count > len(entries.slots):
             entries.slots = _slots(entries.hashes(), 2 * entries.count + 1)
         else:
@@ -282,9 +366,10 @@ class ChunkTable:
         bad_texts = set(
             (np.searchsorted(text_starts, np.flatnonzero(kind == 2), side="right") - 1).tolist()
         )
-        entry = self._find(view, _hashes(codes, starts, ends))
+        keys = _keys(codes, starts, ends)
+        entry = self._find(view, _hashes(keys, codes, starts, ends))
         rows = np.take(view.rows, np.maximum(entry, 0), axis=0)
-        bad = (entry < 0) | self._unequal(view, codes[word], rows, ends - starts)
+        bad = self._unequal(view, keys, codes, starts, ends, entry, rows)
         bad_chunks = np.flatnonzero(bad)
         bad_texts.update(chunk_text[bad_chunks].tolist())
         missing = sorted(bad_texts)
@@ -334,17 +419,35 @@ class ChunkTable:
 
     @staticmethod
     def _unequal(
-        view: _View, word_codes: Codes, rows: npt.NDArray[np.int32], lengths: Ints
+        view: _View,
+        keys: _Keys,
+        codes: Codes,
+        starts: Ints,
+        ends: Ints,
+        entry: Ints,
+        rows: npt.NDArray[np.int32],
     ) -> npt.NDArray[np.bool_]:
-        """Whether each chunk differs from the entry of its row: in length, or in a character."""
+        """Whether each chunk ``codes[starts[i]:ends[i]]`` is not the entry found for it (none
+        found, of the other kind, another length, other words or other characters)."""
         if view.size == 0:
-            return np.ones(len(lengths), dtype=bool)
-        bad: npt.NDArray[np.bool_] = rows[:, 1] != lengths
-        stored = view.codes.take(_ragged(rows[:, 0], lengths), mode="clip")
-        differ = np.flatnonzero(stored != word_codes)
-        if differ.size:
-            before = np.cumsum(lengths) - lengths
-            bad[np.searchsorted(before, differ, side="right") - 1] = True
+            return np.ones(len(starts), dtype=bool)
+        lengths = ends - starts
+        words = np.take(view.keys, np.maximum(entry, 0), axis=0)
+        bad: npt.NDArray[np.bool_] = (
+            (entry < 0)
+            | (rows[:, 1] != lengths)
+            | ((rows[:, 0] < 0) != keys.keyed)
+            | (words[:, 0] != keys.first)
+            | (words[:, 1] != keys.second)
+        )
+        other = np.flatnonzero(~(keys.keyed | bad))  # compared character by character
+        if other.size:
+            counts = lengths[other]
+            stored = view.codes.take(_ragged(rows[other, 0], counts), mode="clip")
+            differ = np.flatnonzero(stored != codes[_ragged(starts[other], counts)])
+            if differ.size:
+                before = np.cumsum(counts) - counts
+                bad[other[np.searchsorted(before, differ, side="right") - 1]] = True
         return bad
 
     def _publish(self) -> _View:
@@ -354,6 +457,7 @@ class ChunkTable:
             e.slots,
             e.codes.array,
             e.ids.array,
+            e.keys.array,
             e.rows.array,
         )
 

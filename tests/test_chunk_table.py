@@ -17,6 +17,8 @@ from sse_onnx.tokenizer import PYTHON_WHITESPACE
 #: Characters the table is told to leave to its caller (as the BERT tokenizer's deletions).
 SPECIAL = "\x0b\x1c\x85"
 ALPHABET = [*"abcdeé中😀\x00\x7f-.", "\u0301"]
+#: Characters below U+0100 only: chunks of up to 16 of them are keyed (two 64-bit words).
+LATIN = [*"abcdeé\x00\x7f-.ÿ"]
 
 
 def packed(ids: list[int]) -> bytes:
@@ -24,11 +26,13 @@ def packed(ids: list[int]) -> bytes:
 
 
 def vocabulary(rng: np.random.Generator, count: int) -> dict[str, bytes]:
-    """Distinct whitespace-free chunks, each with 0 to 3 ids."""
+    """Distinct whitespace-free chunks of 1 to 20 characters, half of them from LATIN, each
+    with 0 to 3 ids."""
     chunks: dict[str, bytes] = {}
     while len(chunks) < count:
+        alphabet = LATIN if rng.random() < 0.5 else ALPHABET
         # indices, not rng.choice: numpy's strings drop a trailing "\x00"
-        chunk = "".join(ALPHABET[i] for i in rng.integers(0, len(ALPHABET), rng.integers(1, 9)))
+        chunk = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), rng.integers(1, 21)))
         chunks.setdefault(chunk, packed(rng.integers(0, 30522, rng.integers(0, 4)).tolist()))
     return chunks
 
@@ -102,13 +106,18 @@ def test_lookups_give_the_dicts_ids_or_report_the_text_missing(
     assert len(table) == len(entries)
 
 
-def test_colliding_hashes_never_give_wrong_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    def same_hash(
-        codes: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.uint64]:
-        return np.full(len(starts), 12345, dtype=np.uint64)
+def same_hashes(monkeypatch: pytest.MonkeyPatch, value: int) -> None:
+    """Every chunk, keyed or not, hashed to ``value``."""
 
-    monkeypatch.setattr(chunk_table, "_hashes", same_hash)
+    def same_hash(*arrays: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+        return np.full(len(arrays[-1]), value, dtype=np.uint64)
+
+    monkeypatch.setattr(chunk_table, "_key_hashes", same_hash)
+    monkeypatch.setattr(chunk_table, "_code_hashes", same_hash)
+
+
+def test_colliding_hashes_never_give_wrong_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    same_hashes(monkeypatch, 12345)
     rng = np.random.default_rng(8)
     entries = vocabulary(rng, 300)
     table = ChunkTable(PYTHON_WHITESPACE, special=SPECIAL)
@@ -121,12 +130,7 @@ def test_colliding_hashes_never_give_wrong_ids(monkeypatch: pytest.MonkeyPatch) 
 def test_a_colliding_prefix_or_extension_is_not_taken_for_an_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def same_hash(
-        codes: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.uint64]:
-        return np.full(len(starts), 7, dtype=np.uint64)
-
-    monkeypatch.setattr(chunk_table, "_hashes", same_hash)
+    same_hashes(monkeypatch, 7)
     table = ChunkTable(PYTHON_WHITESPACE)
     table.add({"ab": packed([1, 2])})
     table.add({"ab": packed([1, 2]), "cd": packed([3])})
@@ -182,3 +186,42 @@ def test_lone_surrogates_raise_for_the_caller() -> None:
     table = ChunkTable(PYTHON_WHITESPACE)
     with pytest.raises(UnicodeEncodeError):
         table.lookup(["fine", "bad \ud800 text"])
+
+
+def test_keyed_chunks_are_told_apart_at_every_boundary() -> None:
+    # keyed: up to 16 characters below U+0100 (two words); the length tells trailing
+    # U+0000s apart, U+00FF is keyed, U+0100 is not
+    entries = {
+        chunk: packed([i, i + 100])
+        for i, chunk in enumerate(
+            [
+                "a", "a\x00", "a\x00\x00", "\x00", "\x00" * 8, "\x00" * 9, "\x00" * 16,
+                "\x00" * 17, "abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq",
+                "ÿ", "Ā", "中", "abcdefgÿ", "abcdefgĀ", "é" * 16, "é" * 17,
+            ]
+        )
+    }  # fmt: skip
+    table = ChunkTable(PYTHON_WHITESPACE)
+    table.add(entries)
+    assert len(table) == len(entries)
+    texts = [*entries, " ".join(entries), "\t".join(reversed(entries))]
+    near = ["b", "\x00" * 2, "\x00" * 10, "abcdefg", "abcdefgi", "abcdefghijklmnoq", "ÿÿ"]
+    near += ["abcdefghijklmnopqr", "é" * 15, "Ā" * 2, "a\x00b", "abcdefghj"]
+    assert check(table, entries, texts + near) == list(range(len(texts), len(texts) + len(near)))
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [("\x00", "中"), ("中", "\x00"), ("é", "Ā"), ("a", "a\x00"), ("a\x00", "a"), ("中", "中中")],
+)
+def test_an_entry_on_the_same_slots_never_stands_for_another_chunk(
+    monkeypatch: pytest.MonkeyPatch, stored: str, asked: str
+) -> None:
+    # both on the same slots; the words of "\x00" and of "中" (not keyed) are both 0, and
+    # those of "a" and "a\x00" equal: the kind and the length tell them apart
+    same_hashes(monkeypatch, 5)
+    table = ChunkTable(PYTHON_WHITESPACE)
+    table.add({stored: packed([1])})
+    found = table.lookup([asked, stored])
+    assert found.missing == [0]
+    assert found.ids.tolist() == [1]
