@@ -143,8 +143,10 @@ def _keys(codes: Codes, starts: Ints, ends: Ints) -> _Keys:
     lengths = ends - starts
     keyed = lengths <= KEY_CHARS
     if len(codes) and int(codes.max()) > _LATIN:
-        wide = np.cumsum(codes > _LATIN)
-        keyed &= wide[ends - 1] == wide[starts - 1]
+        wide = np.flatnonzero(codes > _LATIN)  # few: mark the chunks they lie in
+        chunk = np.searchsorted(starts, wide, side="right") - 1
+        inside = (chunk >= 0) & (wide < ends[np.maximum(chunk, 0)])
+        keyed[chunk[inside]] = False
     data = np.zeros(len(codes) + 2 * _WORD, dtype=np.uint8)
     data[: len(codes)] = codes  # wraps from U+0100 on: those chunks are not keyed
     # a word starting at every byte: element i is data[i:i + 8] (an unaligned, strided view)
@@ -402,19 +404,23 @@ class ChunkTable:
         mask = len(view.slots) - 1
         slot = (hashes & np.uint64(mask)).astype(np.int64)
         tags = (hashes >> _TAG_SHIFT).astype(np.uint32)
-        entry = np.full(len(hashes), -1, dtype=np.int64)
-        todo = np.arange(len(hashes))
-        for _ in range(MAX_PROBE):
-            pairs = np.take(view.slots, slot[todo], axis=0)  # entry and tag: one cache line
+        pairs = np.take(view.slots, slot, axis=0)  # entry and tag: one cache line
+        candidate = pairs[:, 0]
+        # an empty slot ends the probe; so does a slot this view does not know
+        known = (candidate >= 0) & (candidate < view.size)
+        hit = known & (pairs[:, 1].view(np.uint32) == tags)
+        entry: Ints = np.where(hit, candidate, -1).astype(np.int64, copy=False)
+        todo = np.flatnonzero(known & ~hit)
+        for _ in range(MAX_PROBE - 1):  # the few not settled by their own slot
+            if not todo.size:
+                break
+            slot[todo] = (slot[todo] + 1) & mask
+            pairs = np.take(view.slots, slot[todo], axis=0)
             candidate = pairs[:, 0]
             known = (candidate >= 0) & (candidate < view.size)
             hit = known & (pairs[:, 1].view(np.uint32) == tags[todo])
             entry[todo[hit]] = candidate[hit]
-            # an empty slot ends the probe; so does a slot this view does not know
             todo = todo[~hit & known]
-            if not todo.size:
-                break
-            slot[todo] = (slot[todo] + 1) & mask
         return entry
 
     @staticmethod
