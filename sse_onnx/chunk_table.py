@@ -47,6 +47,8 @@ GROUP_CHARS = 1 << 16
 KEY_CHARS = 16
 _WORD = 8
 _LATIN = 0xFF
+# An entry's row: 4 int32 (characters' start, length, ids' start, id count), then 2 words.
+_WORDS_AT, _ROW = 4, 8
 # _LOW[n]: a word's low n bytes set (cuts a word read past a chunk's end at the end)
 _LOW = np.array([(1 << (8 * n)) - 1 for n in range(_WORD + 1)], dtype=np.uint64)
 
@@ -183,6 +185,12 @@ def _hashes(keys: _Keys, codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[
     return hashes
 
 
+def _words(rows: npt.NDArray[np.int32]) -> npt.NDArray[np.uint64]:
+    """The two words of each row (a view)."""
+    words: npt.NDArray[np.uint64] = rows[:, _WORDS_AT:].view(np.uint64)
+    return words
+
+
 class _Column:
     """A growable array of values or of rows of ``width`` values: they are appended past
     ``size``; a full array is copied into one a quarter larger (a lookup holding the old one
@@ -223,9 +231,9 @@ class _Entries:
         # starts at 1 or later (_code_hashes)
         self.codes = _Column(np.uint32, [0])
         self.ids = _Column(np.int32)
-        self.keys = _Column(np.uint64, width=2)
-        # where each entry's characters (-1: keyed) and ids start, its length and id count
-        self.rows = _Column(np.int32, width=4)
+        # where each entry's characters (-1: keyed) and ids start, its length, its id count
+        # and its two words: one row of 32 bytes, read with one access
+        self.rows = _Column(np.int32, width=_ROW)
         self.slots = _slots(np.empty(0, dtype=np.uint64), 0)
 
     @property
@@ -235,8 +243,9 @@ class _Entries:
     def hashes(self) -> npt.NDArray[np.uint64]:
         """Every entry's hash, computed again (those not keyed a group of characters at a
         time)."""
-        rows = self.rows.array[: self.count].astype(np.int64)
-        words = self.keys.array[: self.count]
+        rows = self.rows.array[: self.count]
+        words = _words(rows)
+        rows = rows[:, :_WORDS_AT].astype(np.int64)
         keys = _Keys(words[:, 0], words[:, 1], rows[:, 0] < 0)
         hashes = _key_hashes(keys, rows[:, 1])
         other = np.flatnonzero(~keys.keyed)
@@ -261,7 +270,6 @@ class _View(NamedTuple):
     slots: npt.NDArray[np.int32]
     codes: Codes
     ids: npt.NDArray[np.int32]
-    keys: npt.NDArray[np.uint64]
     rows: npt.NDArray[np.int32]
 
 
@@ -328,9 +336,12 @@ class ChunkTable:
         id_starts = np.cumsum(counts) - counts + entries.ids.size
         entries.codes.append(codes[_ragged(starts[other], lengths[other])])
         entries.ids.append(np.frombuffer(b"".join(packed), dtype=np.int64))
-        entries.keys.append(np.stack([keys.first, keys.second], axis=1))
+        rows = np.empty((len(chunks), _ROW), dtype=np.int32)
+        rows[:, :_WORDS_AT] = np.stack([code_starts, lengths, id_starts, counts], axis=1)
+        words = _words(rows)
+        words[:, 0], words[:, 1] = keys.first, keys.second
         # the rows last: their count is the entries' (a lookup reads the others up to it)
-        entries.rows.append(np.stack([code_starts, lengths, id_starts, counts], axis=1))
+        entries.rows.append(rows)
         if 2 * entries.count > len(entries.slots):
             entries.slots = _slots(entries.hashes(), 2 * entries.count + 1)
         else:
@@ -438,7 +449,7 @@ class ChunkTable:
         if view.size == 0:
             return np.ones(len(starts), dtype=bool)
         lengths = ends - starts
-        words = np.take(view.keys, np.maximum(entry, 0), axis=0)
+        words = _words(rows)
         bad: npt.NDArray[np.bool_] = (
             (entry < 0)
             | (rows[:, 1] != lengths)
@@ -463,7 +474,6 @@ class ChunkTable:
             e.slots,
             e.codes.array,
             e.ids.array,
-            e.keys.array,
             e.rows.array,
         )
 
