@@ -31,6 +31,7 @@ does not know treats its chunk as missing, which is always correct.
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -61,7 +62,8 @@ _MIX = np.uint64(secrets.randbits(64) | 1)
 #: finding can be slowed without bound by chunks whose hashes crowd together.
 MAX_PROBE = 32
 _SHIFT = np.uint64(29)
-_TAG_SHIFT = np.uint64(32)
+# Which of a 64-bit value's two 32-bit halves holds its top 32 bits.
+_HIGH = 1 if sys.byteorder == "little" else 0
 _EMPTY = -1
 _IDS = np.dtype(np.int64)
 
@@ -413,24 +415,24 @@ class ChunkTable:
         """The first entry with each hash's tag on its way, or -1 where there is none (it
         proposes; the character check decides)."""
         mask = len(view.slots) - 1
-        slot = (hashes & np.uint64(mask)).astype(np.int64)
-        tags = (hashes >> _TAG_SHIFT).astype(np.uint32)
-        pairs = np.take(view.slots, slot, axis=0)  # entry and tag: one cache line
-        candidate = pairs[:, 0]
-        # an empty slot ends the probe; so does a slot this view does not know
-        known = (candidate >= 0) & (candidate < view.size)
-        hit = known & (pairs[:, 1].view(np.uint32) == tags)
-        entry: Ints = np.where(hit, candidate, -1).astype(np.int64, copy=False)
+        slot = hashes.view(np.int64) & mask
+        tags = hashes.view(np.uint32)[_HIGH::2]  # the top 32 bits: a view, not a copy
+        slots = view.slots.reshape(-1).view(np.uint64)  # a slot's entry and tag as one value
+        pairs = slots.take(slot).view(np.uint32)  # entry, tag, entry, tag, ...
+        # an empty slot (-1) ends the probe; so does a slot this view does not know
+        known = pairs[0::2] < view.size
+        hit = known & (pairs[1::2] == tags)
+        entry: Ints = pairs[0::2].astype(np.int64)
+        entry[~hit] = -1
         todo = np.flatnonzero(known & ~hit)
         for _ in range(MAX_PROBE - 1):  # the few not settled by their own slot
             if not todo.size:
                 break
             slot[todo] = (slot[todo] + 1) & mask
-            pairs = np.take(view.slots, slot[todo], axis=0)
-            candidate = pairs[:, 0]
-            known = (candidate >= 0) & (candidate < view.size)
-            hit = known & (pairs[:, 1].view(np.uint32) == tags[todo])
-            entry[todo[hit]] = candidate[hit]
+            pairs = slots.take(slot[todo]).view(np.uint32)
+            known = pairs[0::2] < view.size
+            hit = known & (pairs[1::2] == tags[todo])
+            entry[todo[hit]] = pairs[0::2][hit]
             todo = todo[~hit & known]
         return entry
 
