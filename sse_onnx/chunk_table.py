@@ -50,8 +50,13 @@ _WORD = 8
 _LATIN = 0xFF
 # An entry's row: 4 int32 (characters' start, length, ids' start, id count), then 2 words.
 _WORDS_AT, _ROW = 4, 8
-# _LOW[n]: a word's low n bytes set (cuts a word read past a chunk's end at the end)
-_LOW = np.array([(1 << (8 * n)) - 1 for n in range(_WORD + 1)], dtype=np.uint64)
+# The bytes of a chunk of n characters in its first and its second word (0 for n = 0: a
+# chunk that is not keyed): they cut the words read past its end at its end.
+_FIRST = np.array([(1 << (8 * min(n, _WORD))) - 1 for n in range(KEY_CHARS + 1)], dtype=np.uint64)
+_SECOND = np.array(
+    [(1 << (8 * max(n - _WORD, 0))) - 1 for n in range(KEY_CHARS + 1)], dtype=np.uint64
+)
+_FIRST[0] = 0
 
 # Drawn per process, odd: chunks crafted to share slots need the hash, which is not public
 # (a dict's str hash is randomised per process for the same reason).
@@ -153,12 +158,13 @@ def _keys(codes: Codes, starts: Ints, ends: Ints) -> _Keys:
         keyed[chunk[inside]] = False
     data = np.zeros(len(codes) + 2 * _WORD, dtype=np.uint8)
     data[: len(codes)] = codes  # wraps from U+0100 on: those chunks are not keyed
-    # a word starting at every byte: element i is data[i:i + 8] (an unaligned, strided view)
-    words = np.ndarray((len(codes) + _WORD + 1,), dtype="<u8", buffer=data, strides=(1,))
-    first = words[starts] & _LOW[np.minimum(lengths, _WORD)]
-    second = words[starts + _WORD] & _LOW[np.clip(lengths - _WORD, 0, _WORD)]
-    first[~keyed] = 0
-    second[~keyed] = 0
+    # a word starting at every byte: element i is data[i:i + 8] (unaligned, strided views)
+    size = len(codes) + 1
+    words = np.ndarray((size,), dtype="<u8", buffer=data, strides=(1,))
+    later = np.ndarray((size,), dtype="<u8", buffer=data, offset=_WORD, strides=(1,))
+    kept = np.where(keyed, lengths, 0)  # 0: both masks 0
+    first = words[starts] & _FIRST[kept]
+    second = later[starts] & _SECOND[kept]
     return _Keys(first, second, keyed)
 
 
