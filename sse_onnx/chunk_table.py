@@ -43,6 +43,9 @@ __all__ = ["ChunkTable", "Lookup"]
 #: Texts are looked up in groups of about this many characters: the temporaries of a group
 #: (some ten arrays of 4-8 bytes per character) stay near 4 MB.
 GROUP_CHARS = 1 << 16
+#: The characters of entries that are not keyed are hashed again this many at a time when the
+#: slots grow: the base's powers (16 bytes a character) need not reach a lookup's group.
+_REHASH_CODES = 1 << 12
 
 #: Chunks of at most this many characters, each below U+0100, are keyed (see the module).
 KEY_CHARS = 16
@@ -261,7 +264,7 @@ class _Entries:
         first = 0
         while first < len(other):
             base = starts[first] - 1  # the code before the group's first entry
-            last = max(first + 1, int(np.searchsorted(starts, base + GROUP_CHARS)))
+            last = max(first + 1, int(np.searchsorted(starts, base + _REHASH_CODES)))
             group_starts = starts[first:last] - base
             ends = group_starts + lengths[first:last]
             hashes[other[first:last]] = _code_hashes(
