@@ -352,11 +352,12 @@ class Encoder:
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")
         short = order[lengths[order] <= CHUNK_TOKENS]
+        sizes = lengths[short].tolist()  # Python ints: the loop below runs per row
         start = 0
         while start < len(short):
             stop = min(start + batch_size, len(short))
             # Sorted ascending, so the last row is the longest; shrink until within budget.
-            while stop - start > 1 and (stop - start) * lengths[short[stop - 1]] > TOKEN_BUDGET:
+            while stop - start > 1 and (stop - start) * sizes[stop - 1] > TOKEN_BUDGET:
                 stop -= 1
             rows = short[start:stop]
             out[rows] = self._run_padded(flat, starts[rows], ends[rows], fmt.SENTENCE_EMBEDDING)
