@@ -147,15 +147,16 @@ class _Keys(NamedTuple):
     keyed: npt.NDArray[np.bool_]
 
 
-def _keys(codes: Codes, starts: Ints, ends: Ints) -> _Keys:
+def _keys(codes: Codes, starts: Ints, ends: Ints, wide: Ints | None = None) -> _Keys:
     """The words of each chunk ``codes[starts[i]:ends[i]]`` (every start at least 1): its
     characters a byte each, little-endian, the first eight in one word and the next eight in
     the other, the bytes past its end zero. Chunks longer than :data:`KEY_CHARS` or with a
-    character from U+0100 on are not keyed."""
+    character from U+0100 on (at ``wide``, when the caller has found them) are not keyed."""
     lengths = ends - starts
     keyed = lengths <= KEY_CHARS
-    if len(codes) and int(codes.max()) > _LATIN:
-        wide = np.flatnonzero(codes > _LATIN)  # few: mark the chunks they lie in
+    if wide is None:
+        wide = np.flatnonzero(codes > _LATIN)
+    if wide.size:  # few: mark the chunks they lie in
         chunk = np.searchsorted(starts, wide, side="right") - 1
         inside = (chunk >= 0) & (wide < ends[np.maximum(chunk, 0)])
         keyed[chunk[inside]] = False
@@ -380,17 +381,16 @@ class ChunkTable:
         blob = " " + " ".join(texts)  # a leading space: every chunk starts at 1 or later
         codes: Codes = np.frombuffer(blob.encode("utf-32-le"), dtype=np.uint32)
         text_starts = np.cumsum([1] + [len(text) + 1 for text in texts[:-1]])
-        kind = self._kinds(codes)
+        kind, unusual = self._kinds(codes)
         word = kind == 0
         edges = np.flatnonzero(word[1:] != word[:-1]) + 1
         if word[-1]:
             edges = np.append(edges, len(codes))
         starts, ends = edges[0::2], edges[1::2]
         chunk_text = np.searchsorted(text_starts, starts, side="right") - 1
-        bad_texts = set(
-            (np.searchsorted(text_starts, np.flatnonzero(kind == 2), side="right") - 1).tolist()
-        )
-        keys = _keys(codes, starts, ends)
+        specials = unusual[kind[unusual] == 2]
+        bad_texts = set((np.searchsorted(text_starts, specials, side="right") - 1).tolist())
+        keys = _keys(codes, starts, ends, unusual[codes[unusual] > _LATIN])
         entry = self._find(view, _hashes(keys, codes, starts, ends))
         rows = np.take(view.rows, np.maximum(entry, 0), axis=0)
         bad = self._unequal(view, keys, codes, starts, ends, entry, rows)
@@ -410,14 +410,14 @@ class ChunkTable:
         lengths = ends_at[bounds[1:]] - ends_at[bounds[:-1]]
         return Lookup(ids, lengths, [offset + i for i in missing], list(dict.fromkeys(chunks)))
 
-    def _kinds(self, codes: Codes) -> npt.NDArray[np.int8]:
-        """0 for a chunk character, 1 for whitespace, 2 for a special character."""
+    def _kinds(self, codes: Codes) -> tuple[npt.NDArray[np.int8], Ints]:
+        """0 for a chunk character, 1 for whitespace, 2 for a special character; and where
+        the characters other than a space or printable ASCII are (few, in most text)."""
         kind = (codes <= 32).view(np.int8)
-        unusual = np.flatnonzero((kind.view(bool) & (codes != 32)) | (codes > 126))
+        unusual = np.flatnonzero(codes - np.uint32(32) > 94)  # below 32 wraps around
         if unusual.size:
-            values = codes[unusual]
-            kind[unusual] = self._kind[np.minimum(values, self._top)]
-        return kind
+            kind[unusual] = self._kind[np.minimum(codes[unusual], self._top)]
+        return kind, unusual
 
     @staticmethod
     def _find(view: _View, hashes: npt.NDArray[np.uint64]) -> Ints:
