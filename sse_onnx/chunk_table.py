@@ -43,9 +43,6 @@ __all__ = ["ChunkTable", "Lookup"]
 #: Texts are looked up in groups of about this many characters: the temporaries of a group
 #: (some ten arrays of 4-8 bytes per character) stay near 4 MB.
 GROUP_CHARS = 1 << 16
-#: The characters of entries that are not keyed are hashed again this many at a time when the
-#: slots grow: the base's powers (16 bytes a character) need not reach a lookup's group.
-_REHASH_CODES = 1 << 12
 
 #: Chunks of at most this many characters, each below U+0100, are keyed (see the module).
 KEY_CHARS = 16
@@ -72,7 +69,6 @@ MAX_PROBE = 32
 _SHIFT = np.uint64(29)
 # Which of a 64-bit value's two 32-bit halves holds its top 32 bits.
 _HIGH = 1 if sys.byteorder == "little" else 0
-_EMPTY = -1
 _IDS = np.dtype(np.int64)
 
 Codes = npt.NDArray[np.uint32]
@@ -204,14 +200,11 @@ def _words(rows: npt.NDArray[np.int32]) -> npt.NDArray[np.uint64]:
 
 
 class _Column:
-    """A growable array of values or of rows of ``width`` values: they are appended past
-    ``size``; a full array is copied into one a quarter larger (a lookup holding the old one
-    still reads its entries)."""
+    """A growable array of values: they are appended past ``size``; a full array is copied
+    into one a quarter larger (a lookup holding the old one still reads its entries)."""
 
-    def __init__(
-        self, dtype: npt.DTypeLike, first: Sequence[int] = (), width: int | None = None
-    ) -> None:
-        self.array = np.empty(1024 if width is None else (1024, width), dtype=dtype)
+    def __init__(self, dtype: npt.DTypeLike, first: Sequence[int] = ()) -> None:
+        self.array = np.empty(1024, dtype=dtype)
         if first:
             self.array[: len(first)] = first
         self.size = len(first)
@@ -220,8 +213,7 @@ class _Column:
         values = np.asarray(values, dtype=self.array.dtype)
         end = self.size + len(values)
         if end > len(self.array):
-            shape = (max(end, 5 * len(self.array) // 4), *self.array.shape[1:])
-            grown = np.empty(shape, dtype=self.array.dtype)
+            grown = np.empty(max(end, 5 * len(self.array) // 4), dtype=self.array.dtype)
             grown[: self.size] = self.array[: self.size]
             self.array = grown
         self.array[self.size : end] = values
@@ -229,50 +221,32 @@ class _Column:
 
 
 class _Entries:
-    """The entries, column by column: their words, the characters of those not keyed, and
-    their ids, each end to end.
+    """The entries: their rows, the characters of those not keyed and their ids, each end to
+    end, and the slots that find them.
 
     Offsets, counts and ids are int32: ids index a vocabulary, and the caller keeps the table
     to :data:`~sse_onnx.tokenizer.CACHE_CHUNKS` chunks of at most
     :data:`~sse_onnx.tokenizer.CACHE_CHUNK_CHARS` characters (8.4 million codes at most). Some
-    70 bytes an entry with the slots (SciFact's 96,208 chunks: 7.4 MB), half a dict's.
+    60 bytes an entry with the slots, half a dict's.
+
+    The rows and the slots are allocated once for as many entries as the table may hold, and
+    never copied: memory pages nobody has written take no memory (the slots start as zero
+    pages), so a table holds the pages of the entries it has, and growing costs no copy that
+    would briefly hold the old rows beside the new.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
         # characters of the entries not keyed; one code first, so that every such entry
         # starts at 1 or later (_code_hashes)
         self.codes = _Column(np.uint32, [0])
         self.ids = _Column(np.int32)
         # where each entry's characters (-1: keyed) and ids start, its length, its id count
         # and its two words: one row of 32 bytes, read with one access
-        self.rows = _Column(np.int32, width=_ROW)
-        self.slots = _slots(np.empty(0, dtype=np.uint64), 0)
-
-    @property
-    def count(self) -> int:
-        return self.rows.size
-
-    def hashes(self) -> npt.NDArray[np.uint64]:
-        """Every entry's hash, computed again (those not keyed a group of characters at a
-        time)."""
-        rows = self.rows.array[: self.count]
-        words = _words(rows)
-        rows = rows[:, :_WORDS_AT].astype(np.int64)
-        keys = _Keys(words[:, 0], words[:, 1], rows[:, 0] < 0)
-        hashes = _key_hashes(keys, rows[:, 1])
-        other = np.flatnonzero(~keys.keyed)
-        starts, lengths = rows[other, 0], rows[other, 1]
-        first = 0
-        while first < len(other):
-            base = starts[first] - 1  # the code before the group's first entry
-            last = max(first + 1, int(np.searchsorted(starts, base + _REHASH_CODES)))
-            group_starts = starts[first:last] - base
-            ends = group_starts + lengths[first:last]
-            hashes[other[first:last]] = _code_hashes(
-                self.codes.array[base : base + ends[-1]], group_starts, ends
-            )
-            first = last
-        return hashes
+        self.rows = np.empty((capacity, _ROW), dtype=np.int32)
+        self.count = 0
+        # entry + 1 (0: empty) and the top 32 bits of its hash; at most half full
+        size = 1 << max(12, (2 * capacity - 1).bit_length())
+        self.slots = np.zeros((size, 2), dtype=np.int32)
 
 
 class _View(NamedTuple):
@@ -292,16 +266,19 @@ class ChunkTable:
         whitespace: The characters ``str.split`` cuts at.
         special: Characters the table must not handle (the caller's path deletes them before
             splitting): a text that contains one is returned as missing.
+        capacity: The most entries it holds; chunks added past it are left out (the caller
+            clears the table when it would overflow).
     """
 
-    def __init__(self, whitespace: str, special: str = "") -> None:
+    def __init__(self, whitespace: str, special: str = "", capacity: int = 1 << 17) -> None:
         top = max(map(ord, whitespace + special)) + 1
         # 0 a chunk's character, 1 whitespace, 2 special; every code from ``top`` on is 0
         self._kind = np.zeros(top + 1, dtype=np.int8)
         self._kind[[ord(c) for c in whitespace]] = 1
         self._kind[[ord(c) for c in special]] = 2
         self._top = top
-        self._entries = _Entries()
+        self._capacity = capacity
+        self._entries = _Entries(capacity)
         self._view = self._publish()
 
     def __len__(self) -> int:
@@ -310,14 +287,14 @@ class ChunkTable:
     def clear(self) -> None:
         """Forget every entry (a lookup under way keeps the arrays it took); a writer, like
         :meth:`add`: the caller holds its lock."""
-        self._entries = _Entries()
+        self._entries = _Entries(self._capacity)
         self._view = self._publish()
 
     def add(self, found: Mapping[str, bytes]) -> None:
         """Add chunks (without whitespace) and their ids, packed int64, a group of about
         :data:`GROUP_CHARS` characters at a time. A chunk is left out when an entry with its
         hash's tag lies on its way: the chunk itself (added by another thread meanwhile), or a
-        look-alike that would hide it from :meth:`_find`.
+        look-alike that would hide it from :meth:`_find`; so are chunks past the capacity.
 
         One writer at a time: the caller holds its lock.
         """
@@ -339,6 +316,13 @@ class ChunkTable:
             hashes = hashes[new]
         entries = self._entries
         first = entries.count
+        room = self._capacity - first
+        if len(chunks) > room:
+            if room <= 0:
+                return
+            chunks = chunks[:room]
+            starts, ends, hashes = starts[:room], ends[:room], hashes[:room]
+            keys = _Keys(keys.first[:room], keys.second[:room], keys.keyed[:room])
         packed = [found[chunk] for chunk in chunks]
         counts = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed)) // _IDS.itemsize
         lengths = ends - starts
@@ -352,12 +336,10 @@ class ChunkTable:
         rows[:, :_WORDS_AT] = np.stack([code_starts, lengths, id_starts, counts], axis=1)
         words = _words(rows)
         words[:, 0], words[:, 1] = keys.first, keys.second
-        # the rows last: their count is the entries' (a lookup reads the others up to it)
-        entries.rows.append(rows)
-        if 2 * entries.count > len(entries.slots):
-            entries.slots = _slots(entries.hashes(), 2 * entries.count + 1)
-        else:
-            _insert(entries.slots, hashes.tolist(), first)
+        entries.rows[first : first + len(chunks)] = rows
+        _insert(entries.slots, hashes.tolist(), first)
+        # published last: a lookup reads the entries below the count it took
+        entries.count = first + len(chunks)
         self._view = self._publish()
 
     def lookup(self, texts: Sequence[str]) -> Lookup:
@@ -427,11 +409,13 @@ class ChunkTable:
         slot = hashes.view(np.int64) & mask
         tags = hashes.view(np.uint32)[_HIGH::2]  # the top 32 bits: a view, not a copy
         slots = view.slots.reshape(-1).view(np.uint64)  # a slot's entry and tag as one value
-        pairs = slots.take(slot).view(np.uint32)  # entry, tag, entry, tag, ...
-        # an empty slot (-1) ends the probe; so does a slot this view does not know
-        known = pairs[0::2] < view.size
+        pairs = slots.take(slot).view(np.uint32)  # entry + 1, tag, entry + 1, tag, ...
+        # an empty slot (0, wrapping to 2^32 - 1) ends the probe; so does an entry this view
+        # does not know
+        candidate = pairs[0::2] - np.uint32(1)
+        known = candidate < view.size
         hit = known & (pairs[1::2] == tags)
-        entry: Ints = pairs[0::2].astype(np.int64)
+        entry: Ints = candidate.astype(np.int64)
         entry[~hit] = -1
         todo = np.flatnonzero(known & ~hit)
         for _ in range(MAX_PROBE - 1):  # the few not settled by their own slot
@@ -439,9 +423,10 @@ class ChunkTable:
                 break
             slot[todo] = (slot[todo] + 1) & mask
             pairs = slots.take(slot[todo]).view(np.uint32)
-            known = pairs[0::2] < view.size
+            candidate = pairs[0::2] - np.uint32(1)
+            known = candidate < view.size
             hit = known & (pairs[1::2] == tags[todo])
-            entry[todo[hit]] = pairs[0::2][hit]
+            entry[todo[hit]] = candidate[hit]
             todo = todo[~hit & known]
         return entry
 
@@ -485,7 +470,7 @@ class ChunkTable:
             e.slots,
             e.codes.array,
             e.ids.array,
-            e.rows.array,
+            e.rows,
         )
 
 
@@ -531,22 +516,14 @@ def _codes_and_runs(chunks: Sequence[str]) -> tuple[Codes, Ints, Ints]:
 
 def _insert(slots: npt.NDArray[np.int32], hashes: list[int], first: int) -> None:
     """Put entries ``first, first + 1, ...`` with these hashes into ``slots``: the tag first,
-    then the entry (a lookup takes a slot only once its entry is there)."""
+    then the entry + 1 (a lookup takes a slot only once its entry is there)."""
     mask = len(slots) - 1
     entries, tags = slots[:, 0], slots.view(np.uint32)[:, 1]
-    for entry, value in enumerate(hashes, first):
+    for entry, value in enumerate(hashes, first + 1):
         slot = value & mask
         for _ in range(MAX_PROBE):
-            if entries[slot] == _EMPTY:
+            if not entries[slot]:
                 tags[slot] = value >> 32
                 entries[slot] = entry
                 break
             slot = (slot + 1) & mask
-
-
-def _slots(hashes: npt.NDArray[np.uint64], size: int) -> npt.NDArray[np.int32]:
-    """New slots (rows of an entry and the top 32 bits of its hash; linear probing), at least
-    ``size`` of them (a power of two), holding every entry."""
-    slots = np.full((1 << max(12, (size - 1).bit_length()), 2), _EMPTY, dtype=np.int32)
-    _insert(slots, hashes.tolist(), 0)
-    return slots

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, overload
 
@@ -25,6 +24,7 @@ from sse_onnx.embeddings import (
     similarity,
 )
 from sse_onnx.errors import ModelFormatError, SSEError
+from sse_onnx.pipeline import run_pipeline
 from sse_onnx.tokenizer import TextTokenizer, TokenIds
 
 __all__ = ["DEFAULT_MODEL", "Encoder"]
@@ -54,9 +54,6 @@ BLOCK_TEXTS = 1 << 7
 PARALLEL_TEXTS = 1 << 10
 #: Largest thread count accepted.
 MAX_THREADS = 1 << 10
-
-#: The lock of a tokenization that no other thread waits for.
-_NO_LOCK = nullcontext()
 
 Runner = Callable[[list[str], dict[str, npt.NDArray[np.int64]]], list[npt.NDArray[np.float32]]]
 
@@ -282,64 +279,48 @@ class Encoder:
         """Fill ``out`` with the graph outputs of ``texts``, block by block, on up to
         ``self.threads`` threads.
 
-        Each thread takes the next block, tokenizes it and runs its graph calls; onnxruntime
-        and the chunk table (which tokenizes blocks of long texts) let go of the GIL, so one
-        thread tokenizes while others' graph calls run. Blocks are the same whatever the
-        thread count, and so are the results.
+        A block is tokenized, then its graph calls made, by whichever thread is free (see
+        :mod:`sse_onnx.pipeline`); onnxruntime and the chunk table (which tokenizes blocks of
+        long texts) let go of the GIL, so one thread tokenizes while another's graph calls
+        run. Blocks are the same whatever the thread count, and so are the results.
         """
         starts = range(0, len(texts), BLOCK_TEXTS)
+
+        def embed(block: tuple[int, TokenIds, TokenIds]) -> None:
+            start, flat, lengths = block
+            out[start : start + len(lengths)] = self._embed(flat, lengths, batch_size)
+            advance(len(lengths))
+
         workers = min(self.threads, len(starts)) if len(texts) >= PARALLEL_TEXTS else 1
         if workers == 1:
             for start in starts:
-                self._embed_block(texts, start, batch_size, out, tokenizing=_NO_LOCK)
-                advance(min(BLOCK_TEXTS, len(texts) - start))
+                embed(self._tokenize_block(texts, start))
             return
-        queue = iter(starts)  # next() on a range iterator is atomic under the GIL
-        failures: list[BaseException] = []
-        # At most workers - 1 threads tokenize at once (numpy calls that let go of the GIL,
-        # with Python between them that does not); graph calls run whenever they are due. On 2
-        # cores, SciFact docs/s at 2 threads against 1, alternating runs: 1.54-1.55x, against
-        # 1.32-1.37x with graph calls also one at a time and 1.46x with no limit at all.
-        tokenizing = threading.Semaphore(max(1, workers - 1))
+        # At most workers - 1 threads tokenize and workers - 1 make graph calls at once, and
+        # two tokenized blocks wait at most: on 2 cores, one thread tokenizes while the other
+        # makes graph calls. Two graph calls at once (each thread running its own block) ran
+        # as fast but took onnxruntime's buffers, and the peak RSS, 4 MB higher in half the
+        # runs.
+        slots = max(1, workers - 1)
+        run_pipeline(
+            starts,
+            lambda start: self._tokenize_block(texts, start),
+            embed,
+            threads=workers,
+            slots=(slots, slots),
+            ahead=1,
+        )
 
-        def work() -> None:
-            try:
-                for start in queue:
-                    if failures:
-                        return
-                    self._embed_block(texts, start, batch_size, out, tokenizing=tokenizing)
-                    advance(min(BLOCK_TEXTS, len(texts) - start))
-            except BaseException as exc:  # re-raised on the calling thread
-                failures.append(exc)
-
-        helpers = [threading.Thread(target=work, daemon=True) for _ in range(workers - 1)]
-        for helper in helpers:
-            helper.start()
-        work()
-        for helper in helpers:
-            helper.join()
-        if failures:
-            raise failures[0]
-
-    def _embed_block(
-        self,
-        texts: list[str],
-        start: int,
-        batch_size: int,
-        out: npt.NDArray[np.float32],
-        *,
-        tokenizing: AbstractContextManager[Any],
-    ) -> None:
-        """Tokenize and embed ``texts[start:start + BLOCK_TEXTS]`` into the same rows of ``out``,
-        tokenizing inside ``tokenizing``."""
+    def _tokenize_block(self, texts: list[str], start: int) -> tuple[int, TokenIds, TokenIds]:
+        """``start`` and the ids of ``texts[start:start + BLOCK_TEXTS]`` end to end, and each
+        text's count."""
         block = list(map(self._pooling.cut_text, texts[start : start + BLOCK_TEXTS]))
         try:
-            with tokenizing:
-                flat, lengths = self._tokenizer.encode_flat(block)
+            flat, lengths = self._tokenizer.encode_flat(block)
         except TypeError as exc:
             _raise_if_not_unicode(block, start, exc)
             raise
-        out[start : start + len(block)] = self._embed(flat, lengths, batch_size)
+        return start, flat, lengths
 
     def _embed(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> npt.NDArray[np.float32]:
         """Graph outputs of texts given as their ids end to end and counts."""

@@ -127,8 +127,10 @@ class TextTokenizer:
         self._word_model = _ascii_word_model(tokenizer) if self._deleted is not None else None
         self._lowercase = bool(getattr(tokenizer.normalizer, "lowercase", False))
         self._cache: dict[str, bytes] = {}
-        self._table = ChunkTable(PYTHON_WHITESPACE, special=self._deleted or "")
         self._capacity = CACHE_CHUNKS
+        self._table = ChunkTable(
+            PYTHON_WHITESPACE, special=self._deleted or "", capacity=self._capacity
+        )
         self._table_texts, self._table_chars = TABLE_TEXTS, TABLE_TEXT_CHARS
         self._lock = threading.Lock()
 

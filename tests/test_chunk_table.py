@@ -97,7 +97,7 @@ def test_lookups_give_the_dicts_ids_or_report_the_text_missing(
     # an empty table reports every text that has a chunk (or a special) missing
     assert check(table, {}, texts) == [i for i, t in enumerate(texts) if expected({}, t) is None]
     items = list(entries.items())
-    for start in range(0, len(items), 700):  # several adds: columns and slots grow
+    for start in range(0, len(items), 700):  # several adds: the columns grow
         table.add(dict(items[start : start + 700]))
         texts = texts_of(rng, known[: start + 700], 400)
         missing = check(table, dict(items[: start + 700]), texts)
@@ -164,7 +164,7 @@ def test_a_lookup_keeps_the_entries_it_started_with() -> None:
     table = ChunkTable(PYTHON_WHITESPACE, special=SPECIAL)
     table.add(dict(items[:10]))
     before = table._view  # what a lookup under way reads while another thread adds
-    table.add(dict(items[10:]))  # grows every column and the slots
+    table.add(dict(items[10:]))  # grows the columns of characters and ids
     texts = texts_of(rng, list(entries), 200)
     first = dict(items[:10])
     known = list(first)
@@ -225,3 +225,18 @@ def test_an_entry_on_the_same_slots_never_stands_for_another_chunk(
     found = table.lookup([asked, stored])
     assert found.missing == [0]
     assert found.ids.tolist() == [1]
+
+
+def test_chunks_past_the_capacity_are_left_out() -> None:
+    entries = vocabulary(np.random.default_rng(11), 40)
+    table = ChunkTable(PYTHON_WHITESPACE, capacity=25)
+    items = list(entries.items())
+    table.add(dict(items[:20]))
+    table.add(dict(items[20:]))  # room for 5 of these 20
+    assert len(table) == 25
+    kept = dict(items[:25])
+    texts = list(entries)
+    assert check(table, kept, texts) == list(range(25, 40))
+    table.clear()
+    table.add(dict(items[25:]))
+    assert check(table, dict(items[25:]), texts) == list(range(25))
