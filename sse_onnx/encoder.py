@@ -46,12 +46,12 @@ CHUNK_TOKENS = 1 << 12
 #: Texts tokenized per block; bounds the memory held by token ids of a large call while
 #: leaving enough texts to sort by length. Blocks are also the work the threads of a large
 #: call share (every thread count cuts the same blocks, so results do not depend on it).
-#: 2^7 against 2^8: the peak RSS of Encoder() + the SciFact corpus 59 against 61 MB, docs/s
-#: the same on 1 thread and 3 % lower on 2.
-BLOCK_TEXTS = 1 << 7
+#: 2^8 against 2^7: SciFact docs/s 3-4 % higher, the peak RSS of Encoder() + the SciFact
+#: corpus 56.5-57 against 54 MB.
+BLOCK_TEXTS = 1 << 8
 #: Calls with fewer texts than this run on the calling thread alone: starting threads and
 #: handing blocks between them costs more than they save on a few blocks.
-PARALLEL_TEXTS = 1 << 10
+PARALLEL_TEXTS = 4 * BLOCK_TEXTS
 #: Largest thread count accepted.
 MAX_THREADS = 1 << 10
 

@@ -32,7 +32,7 @@ const SCHEMA_VERSIONS = [1, 2];
 // tokenized per block.
 const TOKEN_BUDGET = 1 << 11;
 const CHUNK_TOKENS = 1 << 12;
-const BLOCK_TEXTS = 1 << 7;
+const BLOCK_TEXTS = 1 << 8;
 // Most words whose ids the tokenizer caches (emptied when full), and the longest cached.
 const CACHE_WORDS = 1 << 17;
 const CACHE_WORD_CHARS = 64;
