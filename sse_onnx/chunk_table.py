@@ -67,6 +67,9 @@ _MIX = np.uint64(secrets.randbits(64) | 1)
 #: finding can be slowed without bound by chunks whose hashes crowd together.
 MAX_PROBE = 32
 _SHIFT = np.uint64(29)
+#: Probes still unsettled after a few slots are finished with one gather of all their
+#: remaining slots once they are this few (a loop step costs the same for 3 as for 3,000).
+_FEW = 256
 # Which of a 64-bit value's two 32-bit halves holds its top 32 bits.
 _HIGH = 1 if sys.byteorder == "little" else 0
 _IDS = np.dtype(np.int64)
@@ -123,15 +126,15 @@ def _code_hashes(codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint6
     run lies: the polynomial sum of its characters over the base's powers, shifted back by its
     start with the inverse power. Every start must be at least 1."""
     up, down = _POWERS.at_least(len(codes))
-    with np.errstate(over="ignore"):
-        # new arrays, not in place: numpy's in-place cumulative sum holds the GIL
-        sums = np.cumsum(np.multiply(codes, up[: len(codes)], dtype=np.uint64))
-        hashes: npt.NDArray[np.uint64] = (sums[ends - 1] - sums[starts - 1]) * down[starts]
-        # the length too, or trailing U+0000s (code 0) would not count
-        hashes = hashes * _MIX + (ends - starts).astype(np.uint64)
-        hashes ^= hashes >> _SHIFT
-        hashes *= _MIX
-        hashes ^= hashes >> _SHIFT
+    # (arrays of unsigned integers wrap around without a warning, unlike numpy's scalars)
+    # new arrays, not in place: numpy's in-place cumulative sum holds the GIL
+    sums = np.multiply(codes, up[: len(codes)], dtype=np.uint64).cumsum()
+    hashes: npt.NDArray[np.uint64] = (sums[ends - 1] - sums[starts - 1]) * down[starts]
+    # the length too, or trailing U+0000s (code 0) would not count
+    hashes = hashes * _MIX + (ends - starts).astype(np.uint64)
+    hashes ^= hashes >> _SHIFT
+    hashes *= _MIX
+    hashes ^= hashes >> _SHIFT
     return hashes
 
 
@@ -151,9 +154,9 @@ def _keys(codes: Codes, starts: Ints, ends: Ints, wide: Ints | None = None) -> _
     lengths = ends - starts
     keyed = lengths <= KEY_CHARS
     if wide is None:
-        wide = np.flatnonzero(codes > _LATIN)
+        wide = (codes > _LATIN).nonzero()[0]
     if wide.size:  # few: mark the chunks they lie in
-        chunk = np.searchsorted(starts, wide, side="right") - 1
+        chunk = starts.searchsorted(wide, side="right") - 1
         inside = (chunk >= 0) & (wide < ends[np.maximum(chunk, 0)])
         keyed[chunk[inside]] = False
     data = np.zeros(len(codes) + 2 * _WORD, dtype=np.uint8)
@@ -171,24 +174,23 @@ def _keys(codes: Codes, starts: Ints, ends: Ints, wide: Ints | None = None) -> _
 def _key_hashes(keys: _Keys, lengths: Ints) -> npt.NDArray[np.uint64]:
     """A 64-bit hash of each keyed chunk from its words and length (the length counts: a word
     of "a" and of "a\x00" is the same)."""
-    with np.errstate(over="ignore"):
-        hashes: npt.NDArray[np.uint64] = keys.first * _MIX
-        hashes ^= keys.second * _BASE
-        hashes += lengths.astype(np.uint64)
-        hashes ^= hashes >> _SHIFT
-        hashes *= _MIX
-        hashes ^= hashes >> _SHIFT
+    hashes: npt.NDArray[np.uint64] = keys.first * _MIX
+    hashes ^= keys.second * _BASE
+    hashes += lengths.astype(np.uint64)
+    hashes ^= hashes >> _SHIFT
+    hashes *= _MIX
+    hashes ^= hashes >> _SHIFT
     return hashes
 
 
 def _hashes(keys: _Keys, codes: Codes, starts: Ints, ends: Ints) -> npt.NDArray[np.uint64]:
     """The hash of each chunk: from its words when keyed, else from its characters."""
     hashes = _key_hashes(keys, ends - starts)
-    other = np.flatnonzero(~keys.keyed)
+    other = (~keys.keyed).nonzero()[0]
     if other.size:
         lengths = ends[other] - starts[other]
         own = np.concatenate([np.zeros(1, dtype=np.uint32), codes[_ragged(starts[other], lengths)]])
-        own_starts = np.cumsum(lengths) - lengths + 1
+        own_starts = lengths.cumsum() - lengths + 1
         hashes[other] = _code_hashes(own, own_starts, own_starts + lengths)
     return hashes
 
@@ -326,10 +328,10 @@ class ChunkTable:
         packed = [found[chunk] for chunk in chunks]
         counts = np.fromiter(map(len, packed), dtype=np.int64, count=len(packed)) // _IDS.itemsize
         lengths = ends - starts
-        other = np.flatnonzero(~keys.keyed)  # their characters are kept
+        other = (~keys.keyed).nonzero()[0]  # their characters are kept
         code_starts = np.full(len(chunks), -1, dtype=np.int64)
-        code_starts[other] = np.cumsum(lengths[other]) - lengths[other] + entries.codes.size
-        id_starts = np.cumsum(counts) - counts + entries.ids.size
+        code_starts[other] = lengths[other].cumsum() - lengths[other] + entries.codes.size
+        id_starts = counts.cumsum() - counts + entries.ids.size
         entries.codes.append(codes[_ragged(starts[other], lengths[other])])
         entries.ids.append(np.frombuffer(b"".join(packed), dtype=np.int64))
         rows = np.empty((len(chunks), _ROW), dtype=np.int32)
@@ -365,18 +367,18 @@ class ChunkTable:
         text_starts = np.cumsum([1] + [len(text) + 1 for text in texts[:-1]])
         kind, unusual = self._kinds(codes)
         word = kind == 0
-        edges = np.flatnonzero(word[1:] != word[:-1]) + 1
+        edges = (word[1:] != word[:-1]).nonzero()[0] + 1
         if word[-1]:
             edges = np.append(edges, len(codes))
         starts, ends = edges[0::2], edges[1::2]
-        chunk_text = np.searchsorted(text_starts, starts, side="right") - 1
+        chunk_text = text_starts.searchsorted(starts, side="right") - 1
         specials = unusual[kind[unusual] == 2]
-        bad_texts = set((np.searchsorted(text_starts, specials, side="right") - 1).tolist())
+        bad_texts = set((text_starts.searchsorted(specials, side="right") - 1).tolist())
         keys = _keys(codes, starts, ends, unusual[codes[unusual] > _LATIN])
         entry = self._find(view, _hashes(keys, codes, starts, ends))
-        rows = np.take(view.rows, np.maximum(entry, 0), axis=0)
+        rows = view.rows.take(np.maximum(entry, 0), axis=0)
         bad = self._unequal(view, keys, codes, starts, ends, entry, rows)
-        bad_chunks = np.flatnonzero(bad)
+        bad_chunks = bad.nonzero()[0]
         bad_texts.update(chunk_text[bad_chunks].tolist())
         missing = sorted(bad_texts)
         chunks = []
@@ -387,8 +389,8 @@ class ChunkTable:
         counts = rows[:, 3].astype(np.int64)
         ids = view.ids.take(_ragged(rows[:, 2], counts)).astype(np.int64)
         # ids per text: the running count at each text's first and last chunk
-        ends_at = np.concatenate([[0], np.cumsum(counts)])
-        bounds = np.searchsorted(chunk_text, np.arange(len(texts) + 1))
+        ends_at = np.concatenate([[0], counts.cumsum()])
+        bounds = chunk_text.searchsorted(np.arange(len(texts) + 1))
         lengths = ends_at[bounds[1:]] - ends_at[bounds[:-1]]
         return Lookup(ids, lengths, [offset + i for i in missing], list(dict.fromkeys(chunks)))
 
@@ -396,7 +398,7 @@ class ChunkTable:
         """0 for a chunk character, 1 for whitespace, 2 for a special character; and where
         the characters other than a space or printable ASCII are (few, in most text)."""
         kind = (codes <= 32).view(np.int8)
-        unusual = np.flatnonzero(codes - np.uint32(32) > 94)  # below 32 wraps around
+        unusual = (codes - np.uint32(32) > 94).nonzero()[0]  # below 32 wraps around
         if unusual.size:
             kind[unusual] = self._kind[np.minimum(codes[unusual], self._top)]
         return kind, unusual
@@ -417,10 +419,9 @@ class ChunkTable:
         hit = known & (pairs[1::2] == tags)
         entry: Ints = candidate.astype(np.int64)
         entry[~hit] = -1
-        todo = np.flatnonzero(known & ~hit)
-        for _ in range(MAX_PROBE - 1):  # the few not settled by their own slot
-            if not todo.size:
-                break
+        todo = (known & ~hit).nonzero()[0]
+        step = 1
+        while todo.size > _FEW and step < MAX_PROBE:  # those not settled by their own slot
             slot[todo] = (slot[todo] + 1) & mask
             pairs = slots.take(slot[todo]).view(np.uint32)
             candidate = pairs[0::2] - np.uint32(1)
@@ -428,6 +429,18 @@ class ChunkTable:
             hit = known & (pairs[1::2] == tags[todo])
             entry[todo[hit]] = candidate[hit]
             todo = todo[~hit & known]
+            step += 1
+        if todo.size and step < MAX_PROBE:  # the last few: their remaining slots at once
+            ahead = (slot[todo, None] + np.arange(1, MAX_PROBE - step + 1)) & mask
+            pairs = slots.take(ahead).view(np.uint32)
+            candidate = pairs[:, 0::2] - np.uint32(1)
+            known = candidate < view.size
+            hit = known & (pairs[:, 1::2] == tags[todo, None])
+            # a probe ends at its first slot that is empty or not known to this view
+            first_hit, first_end = hit.argmax(axis=1), (~known).argmax(axis=1)
+            found = hit.any(axis=1) & ((first_hit < first_end) | known.all(axis=1))
+            rows = found.nonzero()[0]
+            entry[todo[rows]] = candidate[rows, first_hit[rows]]
         return entry
 
     @staticmethod
@@ -453,14 +466,14 @@ class ChunkTable:
             | (words[:, 0] != keys.first)
             | (words[:, 1] != keys.second)
         )
-        other = np.flatnonzero(~(keys.keyed | bad))  # compared character by character
+        other = (~(keys.keyed | bad)).nonzero()[0]  # compared character by character
         if other.size:
             counts = lengths[other]
             stored = view.codes.take(_ragged(rows[other, 0], counts), mode="clip")
-            differ = np.flatnonzero(stored != codes[_ragged(starts[other], counts)])
+            differ = (stored != codes[_ragged(starts[other], counts)]).nonzero()[0]
             if differ.size:
-                before = np.cumsum(counts) - counts
-                bad[other[np.searchsorted(before, differ, side="right") - 1]] = True
+                before = counts.cumsum() - counts
+                bad[other[before.searchsorted(differ, side="right") - 1]] = True
         return bad
 
     def _publish(self) -> _View:
@@ -496,20 +509,20 @@ def _ragged(starts: npt.ArrayLike, counts: Ints) -> Ints:
     """
     total = int(counts.sum())
     steps = np.ones(total, dtype=np.int64)
-    used = np.flatnonzero(counts)
+    used = counts.nonzero()[0]
     if total:
         firsts = np.asarray(starts, dtype=np.int64)[used]
         lasts = firsts + counts[used] - 1
-        outputs = np.cumsum(counts[used]) - counts[used]
+        outputs = counts[used].cumsum() - counts[used]
         steps[outputs[1:]] = firsts[1:] - lasts[:-1]
         steps[0] = firsts[0]
-    return np.cumsum(steps)  # a new array: in place, numpy holds the GIL
+    return steps.cumsum()  # a new array: in place, numpy holds the GIL
 
 
 def _codes_and_runs(chunks: Sequence[str]) -> tuple[Codes, Ints, Ints]:
     """The code points of ``" " + " ".join(chunks)`` and where each chunk runs in them."""
     lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
-    starts = np.cumsum(lengths + 1) - lengths
+    starts = (lengths + 1).cumsum() - lengths
     codes: Codes = np.frombuffer((" " + " ".join(chunks)).encode("utf-32-le"), dtype=np.uint32)
     return codes, starts, starts + lengths
 
