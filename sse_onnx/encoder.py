@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,16 @@ PARALLEL_TEXTS = 4 * BLOCK_TEXTS
 MAX_THREADS = 1 << 10
 
 Runner = Callable[[list[str], dict[str, npt.NDArray[np.int64]]], list[npt.NDArray[np.float32]]]
+#: The rows of a graph call on one text.
+_FIRST_ROW = np.zeros(1, dtype=np.intp)
+
+
+class _Plan(NamedTuple):
+    """The graph calls that embed a list of texts (see :meth:`Encoder._plan`)."""
+
+    texts: int
+    batches: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.bool_]]]
+    long: list[tuple[int, TokenIds]]  # a text longer than CHUNK_TOKENS and its ids
 
 
 class Encoder:
@@ -279,61 +289,67 @@ class Encoder:
         """Fill ``out`` with the graph outputs of ``texts``, block by block, on up to
         ``self.threads`` threads.
 
-        A block is tokenized, then its graph calls made, by whichever thread is free (see
-        :mod:`sse_onnx.pipeline`); onnxruntime and the chunk table (which tokenizes blocks of
-        long texts) let go of the GIL, so one thread tokenizes while another's graph calls
-        run. Blocks are the same whatever the thread count, and so are the results.
+        A block is tokenized and padded into its graph calls' inputs, then the calls are made,
+        each step by whichever thread is free (see :mod:`sse_onnx.pipeline`); onnxruntime and
+        the chunk table (which tokenizes blocks of long texts) let go of the GIL, so one thread
+        prepares a block while another's graph calls run. Blocks are the same whatever the
+        thread count, and so are the results.
         """
         starts = range(0, len(texts), BLOCK_TEXTS)
 
-        def embed(block: tuple[int, TokenIds, TokenIds]) -> None:
-            start, flat, lengths = block
-            out[start : start + len(lengths)] = self._embed(flat, lengths, batch_size)
-            advance(len(lengths))
+        def prepare(start: int) -> tuple[int, _Plan]:
+            return start, self._plan(*self._tokenize_block(texts, start), batch_size)
+
+        def embed(block: tuple[int, _Plan]) -> None:
+            start, plan = block
+            self._run_plan(plan, out[start : start + plan.texts])
+            advance(plan.texts)
 
         workers = min(self.threads, len(starts)) if len(texts) >= PARALLEL_TEXTS else 1
         if workers == 1:
             for start in starts:
-                embed(self._tokenize_block(texts, start))
+                embed(prepare(start))
             return
         # At most workers - 1 threads tokenize and workers - 1 make graph calls at once, and
-        # two tokenized blocks wait at most: on 2 cores, one thread tokenizes while the other
-        # makes graph calls. Two graph calls at once (each thread running its own block) ran
-        # as fast but took onnxruntime's buffers, and the peak RSS, 4 MB higher in half the
-        # runs.
+        # a block is tokenized only while no other waits for the graph: on 2 cores, one thread
+        # tokenizes while the other makes graph calls. Two graph calls at once (each thread
+        # running its own block) ran no faster but took onnxruntime's buffers, and the peak
+        # RSS, 4 MB higher in half the runs.
         slots = max(1, workers - 1)
         run_pipeline(
             starts,
-            lambda start: self._tokenize_block(texts, start),
+            prepare,
             embed,
             threads=workers,
             slots=(slots, slots),
             ahead=1,
         )
 
-    def _tokenize_block(self, texts: list[str], start: int) -> tuple[int, TokenIds, TokenIds]:
-        """``start`` and the ids of ``texts[start:start + BLOCK_TEXTS]`` end to end, and each
-        text's count."""
+    def _tokenize_block(self, texts: list[str], start: int) -> tuple[TokenIds, TokenIds]:
+        """The ids of ``texts[start:start + BLOCK_TEXTS]`` end to end, and each text's count."""
         block = list(map(self._pooling.cut_text, texts[start : start + BLOCK_TEXTS]))
         try:
             flat, lengths = self._tokenizer.encode_flat(block)
         except TypeError as exc:
             _raise_if_not_unicode(block, start, exc)
             raise
-        return start, flat, lengths
+        return flat, lengths
 
-    def _embed(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> npt.NDArray[np.float32]:
-        """Graph outputs of texts given as their ids end to end and counts."""
+    def _plan(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> _Plan:
+        """The graph calls that embed texts given as their ids end to end and counts: the
+        texts sorted by length, cut into batches of at most ``batch_size`` texts and
+        :data:`TOKEN_BUDGET` padded tokens, padded; and the texts longer than
+        :data:`CHUNK_TOKENS`, embedded in chunks."""
         ends = np.cumsum(lengths)
         starts = ends - lengths
         lengths = self._pooling.cut_lengths(lengths)  # the family keeps a text's first ids
         ends = starts + lengths
         if len(lengths) == 1 and lengths[0] <= CHUNK_TOKENS:  # one text: no sorting, no padding
-            return self._run_padded(flat, starts, ends, fmt.SENTENCE_EMBEDDING)
-        out = np.empty((len(lengths), self.dim), dtype=np.float32)
+            return _Plan(1, [(_FIRST_ROW, *self._padded(flat, starts, ends))], [])
         order = np.argsort(lengths, kind="stable")
         short = order[lengths[order] <= CHUNK_TOKENS]
         sizes = lengths[short].tolist()  # Python ints: the loop below runs per row
+        batches = []
         start = 0
         while start < len(short):
             stop = min(start + batch_size, len(short))
@@ -341,11 +357,17 @@ class Encoder:
             while stop - start > 1 and (stop - start) * sizes[stop - 1] > TOKEN_BUDGET:
                 stop -= 1
             rows = short[start:stop]
-            out[rows] = self._run_padded(flat, starts[rows], ends[rows], fmt.SENTENCE_EMBEDDING)
+            batches.append((rows, *self._padded(flat, starts[rows], ends[rows])))
             start = stop
-        for i in order[lengths[order] > CHUNK_TOKENS]:
-            out[i] = self._embed_long(flat[starts[i] : ends[i]])
-        return out
+        long = [(i, flat[starts[i] : ends[i]]) for i in order[lengths[order] > CHUNK_TOKENS]]
+        return _Plan(len(lengths), batches, long)
+
+    def _run_plan(self, plan: _Plan, out: npt.NDArray[np.float32]) -> None:
+        """Fill ``out`` with the graph outputs of the texts of a plan, in their order."""
+        for rows, input_ids, mask in plan.batches:
+            out[rows] = self._run(self._embedding_output, input_ids, mask.astype(np.int64))[0]
+        for i, seq in plan.long:
+            out[i] = self._embed_long(seq)
 
     def _embed_long(self, seq: TokenIds) -> npt.NDArray[np.float32]:
         """Embed one long sequence from the summed rows of its chunks: exact, mean = sum / n.
@@ -358,7 +380,8 @@ class Encoder:
         per_call = max(1, TOKEN_BUDGET // CHUNK_TOKENS)
         for first in range(0, len(chunk_starts), per_call):
             calls = slice(first, first + per_call)
-            sums = self._run_padded(seq, chunk_starts[calls], chunk_ends[calls], fmt.TOKEN_SUM)
+            input_ids, mask = self._padded(seq, chunk_starts[calls], chunk_ends[calls])
+            sums = self._run([fmt.TOKEN_SUM], input_ids, mask.astype(np.int64))[0]
             total += sums.sum(axis=0, dtype=np.float64)
         kept = self._pooling.counted(seq)
         mean = total / max(kept, 1)
@@ -390,14 +413,11 @@ class Encoder:
         row: npt.NDArray[np.float32] = outputs[0][0]
         return row
 
-    def _run_padded(
-        self,
-        flat: TokenIds,
-        starts: TokenIds,
-        ends: TokenIds,
-        output: str,
-    ) -> npt.NDArray[np.float32]:
-        """Run the rows ``flat[starts[i]:ends[i]]``, padded into one ``[batch, length]`` call."""
+    def _padded(
+        self, flat: TokenIds, starts: TokenIds, ends: TokenIds
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """The rows ``flat[starts[i]:ends[i]]`` padded into ``[batch, length]`` ids, and which
+        are tokens (a bool mask: an eighth of the graph's int64 one while a plan waits)."""
         width = max(1, int((ends - starts).max()))
         positions = starts[:, None] + np.arange(width)
         mask = positions < ends[:, None]
@@ -405,9 +425,7 @@ class Encoder:
         # then the pad id is written over them: two vectorised passes, no loop over rows.
         source = flat if flat.size else self._pad
         input_ids = np.where(mask, source.take(positions, mode="clip"), self._pad)
-        mask_ids = mask.astype(np.int64)
-        result: npt.NDArray[np.float32] = self._run([output], input_ids, mask_ids)[0]
-        return result
+        return input_ids, mask
 
     def _run(
         self, outputs: list[str], input_ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]

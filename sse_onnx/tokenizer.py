@@ -33,10 +33,11 @@ There are two caches of the same chunk -> ids entries, filled by the same code. 
 or a list of short texts looks its chunks up in a dict, the fastest for them. A list of
 :data:`TABLE_TEXTS` texts or more, of :data:`TABLE_TEXT_CHARS` characters on average, is
 looked up in :class:`~sse_onnx.chunk_table.ChunkTable`: numpy arrays, where the whole list is
-cut, hashed and checked character by character in a few dozen numpy calls that let go of the
-GIL, so one thread tokenizes while another makes graph calls (the dict holds the GIL for every
-chunk). Each holds at most :data:`CACHE_CHUNKS` chunks of at most :data:`CACHE_CHUNK_CHARS`
-characters (about 150 bytes each in the dict, 70 in the table) and is emptied when full.
+cut, hashed and checked (most chunks as two 64-bit words, the others character by character)
+in a few dozen numpy calls that let go of the GIL, so one thread tokenizes while another makes
+graph calls (the dict holds the GIL for every chunk). Each holds at most :data:`CACHE_CHUNKS`
+chunks of at most :data:`CACHE_CHUNK_CHARS` characters (about 150 bytes each in the dict, 65 in
+the table) and is emptied when full.
 Lookups take no lock; filling takes one, so concurrent calls from several threads are safe and
 give the ids of sequential calls.
 
