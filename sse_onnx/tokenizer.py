@@ -30,14 +30,14 @@ model. That is a quarter of the time of HF's whole pipeline, which spends most o
 the alignment of every character; other chunks go to the whole pipeline in one call.
 
 There are two caches of the same chunk -> ids entries, filled by the same code. A single text
-or a list of short texts looks its chunks up in a dict, the fastest for them. A list of
-:data:`TABLE_TEXTS` texts or more, of :data:`TABLE_TEXT_CHARS` characters on average, is
-looked up in :class:`~sse_onnx.chunk_table.ChunkTable`: numpy arrays, where the whole list is
-cut, hashed and checked (most chunks as two 64-bit words, the others character by character)
-in a few dozen numpy calls that let go of the GIL, so one thread tokenizes while another makes
-graph calls (the dict holds the GIL for every chunk). Each holds at most :data:`CACHE_CHUNKS`
-chunks of at most :data:`CACHE_CHUNK_CHARS` characters (about 150 bytes each in the dict, 65 in
-the table) and is emptied when full.
+or a short list looks its chunks up in a dict, the fastest for them. A list of
+:data:`TABLE_CHARS` characters or more is looked up in
+:class:`~sse_onnx.chunk_table.ChunkTable`: numpy arrays, where the whole list is cut, hashed
+and checked (most chunks as two 64-bit words, the others character by character) in a few
+dozen numpy calls that let go of the GIL, so one thread tokenizes while another makes graph
+calls (the dict holds the GIL for every chunk). Each holds at most :data:`CACHE_CHUNKS` chunks
+of at most :data:`CACHE_CHUNK_CHARS` characters (about 150 bytes each in the dict, 65 in the
+table) and is emptied when full.
 Lookups take no lock; filling takes one, so concurrent calls from several threads are safe and
 give the ids of sequential calls.
 
@@ -70,13 +70,14 @@ SEGMENT_CHARS = 1 << 16
 CACHE_CHUNKS = 1 << 17
 #: Chunks longer than this are tokenized each time they occur rather than cached.
 CACHE_CHUNK_CHARS = 64
-#: Lists of at least this many texts of this many characters on average are looked up in the
-#: chunk table, whose numpy calls let go of the GIL; others in the dict, which is as fast or
-#: faster for them on one thread (256 SciFact texts cut to 120 characters: 1.5 us a text in
-#: the dict, 2.9 in the table; at 240 characters both 3.0; whole documents, ~1,500
-#: characters: 30 against 21 us).
-TABLE_TEXTS = 16
-TABLE_TEXT_CHARS = 256
+#: Lists of at least this many characters in all are looked up in the chunk table, whose
+#: numpy calls let go of the GIL; shorter ones in the dict, which is faster for them on one
+#: thread: a table lookup costs ~60 us whatever the list, then less a character than the
+#: dict. Per text, warm, one thread: SciFact queries (~90 characters) 1.30 us in the dict and
+#: 1.09 in the table for 300 of them (27,000 characters), 1.15 and 1.52 for 128; documents
+#: cut to 240 characters 2.94 and 3.15 for 64, 3.08 and 2.33 for 128; whole documents
+#: (~1,500 characters) 19.7 and 22.6 for 8, 18.5 and 15.1 for 16.
+TABLE_CHARS = 20_000
 #: New chunks of a list tokenized and added to the table at a time (bounds the memory of a
 #: cold call on thousands of documents).
 FILL_CHUNKS = 1 << 12
@@ -132,7 +133,7 @@ class TextTokenizer:
         self._table = ChunkTable(
             PYTHON_WHITESPACE, special=self._deleted or "", capacity=self._capacity
         )
-        self._table_texts, self._table_chars = TABLE_TEXTS, TABLE_TEXT_CHARS
+        self._table_chars = TABLE_CHARS
         self._lock = threading.Lock()
 
     @property
@@ -154,11 +155,7 @@ class TextTokenizer:
 
     def encode_flat(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds]:
         """Token ids of all texts end to end (read-only), and the number of ids of each text."""
-        if (
-            len(texts) >= self._table_texts
-            and self.fast
-            and sum(map(len, texts)) >= self._table_chars * len(texts)
-        ):
+        if self.fast and sum(map(len, texts)) >= self._table_chars:
             tabled = self._table_ids(texts)
             if tabled is not None:
                 tabled[0].flags.writeable = False

@@ -95,8 +95,8 @@ def pair(
 ) -> tuple[TextTokenizer, Tokenizer]:
     """The fast tokenizer under test and HF's, on the same tokenizer.json.
 
-    The ``-table`` ones send every list of two texts or more to the chunk table (whatever
-    their length), the others only lists of long texts. A tokenizer reads these settings
+    The ``-table`` ones send every list to the chunk table (whatever its length), the others
+    only lists of 20,000 characters or more. A tokenizer reads these settings
     when it is made, so the patches end with the construction.
     """
     if request.param.startswith("tiny"):
@@ -107,8 +107,7 @@ def pair(
         if "small" in request.param:  # emptied every few chunks
             patch.setattr(tokenizer_module, "CACHE_CHUNKS", 5)
         if request.param.endswith("-table"):
-            patch.setattr(tokenizer_module, "TABLE_TEXTS", 2)
-            patch.setattr(tokenizer_module, "TABLE_TEXT_CHARS", 0)
+            patch.setattr(tokenizer_module, "TABLE_CHARS", 0)  # every list to the table
         fast = TextTokenizer(path)
     assert fast.fast, "the chunk path must be in use, or this compares HF with itself"
     return fast, hf_tokenizer(path)
@@ -281,8 +280,7 @@ def test_concurrent_calls_give_sequential_ids(monkeypatch: pytest.MonkeyPatch) -
 def test_concurrent_lists_through_the_table_give_hf_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Threads look lists up, add their new chunks and empty the full table, all at once."""
     monkeypatch.setattr(tokenizer_module, "CACHE_CHUNKS", 300)  # emptied every few lists
-    monkeypatch.setattr(tokenizer_module, "TABLE_TEXTS", 2)
-    monkeypatch.setattr(tokenizer_module, "TABLE_TEXT_CHARS", 0)
+    monkeypatch.setattr(tokenizer_module, "TABLE_CHARS", 0)
     shared = TextTokenizer(BERT_TOKENIZER)
     texts = list(random_texts(np.random.default_rng(4), 400))
     hf = hf_tokenizer(BERT_TOKENIZER)

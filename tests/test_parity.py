@@ -127,7 +127,7 @@ def test_threads_and_blocks_do_not_change_results(
 
     # Small blocks so that a call of 200 texts is shared by the threads, each block of 16
     # short texts tokenized in the chunk table.
-    monkeypatch.setattr(tokenizer_module, "TABLE_TEXT_CHARS", 0)
+    monkeypatch.setattr(tokenizer_module, "TABLE_CHARS", 0)
     monkeypatch.setattr(encoder_module, "BLOCK_TEXTS", 16)
     monkeypatch.setattr(encoder_module, "PARALLEL_TEXTS", 32)
     monkeypatch.setattr(encoder_module, "CHUNK_TOKENS", 16)  # some texts take the chunked path
