@@ -46,7 +46,7 @@ pyver=${SSE_ARM_PYTHON:-3.11}  # Debian 12's python3
 # 2.6e-06 on aarch64, above that file's same-machine bound of 1e-06: those two tests are
 # deselected, since parity.py checks long texts against x86 within the exporter's 1e-04.
 runtime_tests=("$repo/tests/test_fast_tokenizer.py" "$repo/tests/test_chunk_table.py"
-  "$repo/tests/test_golden.py"
+  "$repo/tests/test_pipeline.py" "$repo/tests/test_golden.py"
   --deselect "tests/test_golden.py::test_embeddings_of_one_call"
   --deselect "tests/test_golden.py::test_embedding_of_each_text[long]")
 
