@@ -40,3 +40,29 @@ def test_speed_smoke_writes_results(tmp_path: Path) -> None:
     assert all(c["min_cosine"] >= 0.9999 for c in results["competitors"])
     assert "| int8 | 64 | 1 |" in (tmp_path / "speed.md").read_text(encoding="utf-8")
     assert (ROOT / "bench" / "README.md").read_text(encoding="utf-8") == readme
+
+
+@pytest.mark.skipif(
+    not (EVAL_DATA / "retrieval" / "scifact").is_dir(),
+    reason=f"evaluation data not found at {EVAL_DATA}",
+)
+def test_contention_prints_both_stages() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "contention.py"),
+            "--data",
+            str(EVAL_DATA),
+            "--docs",
+            "300",
+            "--rounds",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| prepare", "| run"))]
+    assert len(rows) == 2
+    for row in rows:
+        assert row.count("x)") == 3, row  # a ratio beside the other stage and each load

@@ -1,0 +1,112 @@
+"""How much the two stages of a 2-thread ``encode`` slow each other down, and why.
+
+``Encoder(threads=2)`` runs a pipeline (``sse_onnx/pipeline.py``): one thread tokenizes and
+pads a block of SciFact documents (the *prepare* stage) while the other makes the previous
+block's graph calls (the *run* stage). Both let go of the GIL inside numpy and onnxruntime,
+so on 2 cores the call can only be as fast as the slower stage runs beside the other. This
+times each stage over the whole corpus (lowest of ``--rounds``), on one thread:
+
+- alone;
+- beside the other stage, looping on a second thread;
+- beside numpy calls that compete for the memory system only (few calls, each letting go of
+  the GIL for milliseconds): a stream of arithmetic over 32 MB, and random gathers of
+  32-byte rows from a 32 MB table (the chunk table's access pattern, larger).
+
+What a stage loses beside the memory-only loads is what the two cores' shared caches and
+memory cost it; the rest of what it loses beside the other stage is the GIL handed back and
+forth between the two stages' thousands of numpy and onnxruntime calls (each lets go of the
+GIL and takes it back, waiting whenever the other thread holds it).
+
+Usage::
+
+    python bench/contention.py [--data DIR] [--rounds 5] [--docs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sse_export.evaluate import RetrievalData, default_data_dir, load_named
+from sse_onnx import Encoder
+from sse_onnx.encoder import BLOCK_TEXTS
+
+BATCH = 32
+
+
+def lowest_ms(call: Callable[[], object], rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="evaluation data folder")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--docs", type=int, default=None, help="the first N documents only")
+    args = parser.parse_args()
+    data = load_named("scifact", default_data_dir() if args.data is None else args.data)
+    if not isinstance(data, RetrievalData):
+        raise SystemExit("SciFact was not found; pass --data (python bench/get_data.py DIR).")
+    texts = data.doc_texts[: args.docs]
+    encoder = Encoder(threads=1)
+    encoder.encode(texts)  # the chunk cache warm, as in a long job
+    starts = range(0, len(texts), BLOCK_TEXTS)
+    plans = [encoder._plan(*encoder._tokenize_block(texts, s), BATCH) for s in starts]
+    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
+
+    def prepare() -> None:
+        for start in starts:
+            encoder._plan(*encoder._tokenize_block(texts, start), BATCH)
+
+    def run() -> None:
+        for start, plan in zip(starts, plans, strict=True):
+            encoder._run_plan(plan, out[start : start + plan.texts])
+
+    source = np.ones(1 << 23, dtype=np.float32)
+    target = np.empty_like(source)
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 1 << 30, size=(1 << 20, 8), dtype=np.int32)
+    rows = rng.integers(0, len(table), size=1 << 18)
+
+    def stream() -> None:
+        np.multiply(source, 1.0, out=target)
+        np.add(target, source, out=target)
+
+    def gathers() -> None:
+        table.take(rows, axis=0)
+
+    print(f"SciFact: {len(texts)} documents, blocks of {BLOCK_TEXTS}, lowest of {args.rounds}")
+    print("| stage | alone ms | beside the other stage | beside a numpy stream | beside gathers |")
+    print("|---|---|---|---|---|")
+    for name, stage, other in (("prepare", prepare, run), ("run", run, prepare)):
+        row = [lowest_ms(stage, args.rounds)]
+        for background in (other, stream, gathers):
+            stop = threading.Event()
+
+            def loop(work: Callable[[], None] = background, stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    work()
+
+            helper = threading.Thread(target=loop, daemon=True)
+            helper.start()
+            time.sleep(0.05)
+            row.append(lowest_ms(stage, args.rounds))
+            stop.set()
+            helper.join()
+        alone, *loaded = row
+        cells = " | ".join(f"{ms:.1f} ({ms / alone:.2f}x)" for ms in loaded)
+        print(f"| {name} | {alone:.1f} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
