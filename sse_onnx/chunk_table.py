@@ -411,31 +411,20 @@ class ChunkTable:
         slot = hashes.view(np.int64) & mask
         tags = hashes.view(np.uint32)[_HIGH::2]  # the top 32 bits: a view, not a copy
         slots = view.slots.reshape(-1).view(np.uint64)  # a slot's entry and tag as one value
-        pairs = slots.take(slot).view(np.uint32)  # entry + 1, tag, entry + 1, tag, ...
-        # an empty slot (0, wrapping to 2^32 - 1) ends the probe; so does an entry this view
-        # does not know
-        candidate = pairs[0::2] - np.uint32(1)
-        known = candidate < view.size
-        hit = known & (pairs[1::2] == tags)
+        candidate, known, hit = _read_slots(slots, slot, tags, view.size)
         entry: Ints = candidate.astype(np.int64)
         entry[~hit] = -1
         todo = (known & ~hit).nonzero()[0]
         step = 1
         while todo.size > _FEW and step < MAX_PROBE:  # those not settled by their own slot
             slot[todo] = (slot[todo] + 1) & mask
-            pairs = slots.take(slot[todo]).view(np.uint32)
-            candidate = pairs[0::2] - np.uint32(1)
-            known = candidate < view.size
-            hit = known & (pairs[1::2] == tags[todo])
+            candidate, known, hit = _read_slots(slots, slot[todo], tags[todo], view.size)
             entry[todo[hit]] = candidate[hit]
             todo = todo[~hit & known]
             step += 1
         if todo.size and step < MAX_PROBE:  # the last few: their remaining slots at once
             ahead = (slot[todo, None] + np.arange(1, MAX_PROBE - step + 1)) & mask
-            pairs = slots.take(ahead).view(np.uint32)
-            candidate = pairs[:, 0::2] - np.uint32(1)
-            known = candidate < view.size
-            hit = known & (pairs[:, 1::2] == tags[todo, None])
+            candidate, known, hit = _read_slots(slots, ahead, tags[todo, None], view.size)
             # a probe ends at its first slot that is empty or not known to this view
             first_hit, first_end = hit.argmax(axis=1), (~known).argmax(axis=1)
             found = hit.any(axis=1) & ((first_hit < first_end) | known.all(axis=1))
@@ -485,6 +474,18 @@ class ChunkTable:
             e.ids.array,
             e.rows,
         )
+
+
+def _read_slots(
+    slots: npt.NDArray[np.uint64], at: Ints, tags: npt.NDArray[np.uint32], size: int
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """The entries in the slots ``at`` (any shape), whether a view of ``size`` entries knows
+    each (an empty slot, 0, wraps to 2^32 - 1 and ends a probe, as does an entry added after
+    the view), and whether each known one has the tag in ``tags``."""
+    pairs = slots.take(at).view(np.uint32)  # entry + 1, tag, entry + 1, tag, ...
+    candidate = pairs[..., 0::2] - np.uint32(1)
+    known = candidate < size
+    return candidate, known, known & (pairs[..., 1::2] == tags)
 
 
 def _groups(items: Sequence[str]) -> list[slice]:
