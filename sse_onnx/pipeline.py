@@ -64,27 +64,27 @@ class _Pipeline(Generic[Item, Prepared]):
         while True:
             with self.changed:
                 step = self._next_step()
-            if step is None:
-                with self.changed:
+                if step is None:
                     self.changed.notify_all()
-                return
+                    return
             stage, value = step
+            failure: BaseException | None = None
             try:
                 if stage == 0:
                     prepared = self.prepare(value)  # type: ignore[arg-type]
                 else:
                     self.finish(value)  # type: ignore[arg-type]
             except BaseException as exc:  # re-raised on the calling thread
-                with self.changed:
-                    self.failures.append(exc)
-                    self.free[stage] += 1
-                    self.changed.notify_all()
-                return
+                failure = exc
             with self.changed:
-                if stage == 0:
+                if failure is not None:
+                    self.failures.append(failure)
+                elif stage == 0:
                     self.ready.append(prepared)
                 self.free[stage] += 1
                 self.changed.notify_all()
+            if failure is not None:
+                return
 
 
 def run_pipeline(
