@@ -553,7 +553,7 @@ def _check_runs(session: ort.InferenceSession, path: Path, manifest: fmt.Manifes
         if shape != expected or result.dtype != np.float32:
             raise ModelFormatError(
                 f"{path} gives {name} as {type(result).__name__} "
-                f"{getattr(result, 'shape', '')} {getattr(result, 'dtype', '')} for a batch of "
+                f"{'' if shape is None else shape} {getattr(result, 'dtype', '')} for a batch of "
                 f"2, not float32 {expected} (dim={manifest.dim} in {fmt.MANIFEST_FILE}); the "
                 "folder mixes two exports or the file is corrupt, re-export the model."
             )
