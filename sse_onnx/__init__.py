@@ -11,16 +11,23 @@ Example:
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from sse_onnx.embeddings import quantize, similarity
 from sse_onnx.encoder import Encoder
 from sse_onnx.errors import (
     CheckpointError,
     CorpusError,
+    DuplicateIdError,
+    IndexFormatError,
     ModelFormatError,
+    ModelMismatchError,
     ParityError,
     SSEError,
 )
+
+if TYPE_CHECKING:
+    from sse_onnx.index import Hit, Index
 
 try:
     __version__ = version("sse-onnx")
@@ -30,11 +37,25 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "CheckpointError",
     "CorpusError",
+    "DuplicateIdError",
     "Encoder",
+    "Hit",
+    "Index",
+    "IndexFormatError",
     "ModelFormatError",
+    "ModelMismatchError",
     "ParityError",
     "SSEError",
     "__version__",
     "quantize",
     "similarity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Index`` and ``Hit`` load the search application (and sqlite3) on first use."""
+    if name in ("Index", "Hit"):
+        from sse_onnx import index
+
+        return getattr(index, name)
+    raise AttributeError(f"module 'sse_onnx' has no attribute {name!r}")

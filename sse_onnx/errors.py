@@ -7,7 +7,16 @@ model2vec and sentence-transformers do for bad model folders.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CorpusError", "ModelFormatError", "ParityError", "SSEError"]
+__all__ = [
+    "CheckpointError",
+    "CorpusError",
+    "DuplicateIdError",
+    "IndexFormatError",
+    "ModelFormatError",
+    "ModelMismatchError",
+    "ParityError",
+    "SSEError",
+]
 
 
 class SSEError(Exception):
@@ -28,3 +37,15 @@ class CorpusError(SSEError, ValueError):
 
 class ParityError(SSEError):
     """An exported model does not reproduce the PyTorch reference within tolerance."""
+
+
+class IndexFormatError(SSEError, ValueError):
+    """A search index file is damaged, is not an index, or has another schema version."""
+
+
+class ModelMismatchError(IndexFormatError):
+    """A search index file was built with another model than the one it is opened with."""
+
+
+class DuplicateIdError(SSEError, ValueError):
+    """Documents added to a search index reuse ids, without ``replace=True``."""

@@ -1,0 +1,177 @@
+"""Checks of what callers pass to :class:`sse_onnx.index.Index`: one clear error, before work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sse_onnx.errors import DuplicateIdError
+
+__all__ = [
+    "Row",
+    "check_positive_int",
+    "check_text",
+    "checked_alpha",
+    "checked_embeddings",
+    "checked_ids",
+    "checked_queries",
+    "checked_rows",
+    "checked_where",
+]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TYPES = {str: "text", int: "integer", float: "real"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A document to write: its id, text, metadata JSON and text hash."""
+
+    id: str
+    text: str
+    metadata: str | None
+    sha256: bytes
+
+
+def check_text(text: str, name: str) -> None:
+    found = _SURROGATE.search(text)
+    if found:
+        raise ValueError(
+            f"{name} is not valid Unicode: it holds the lone surrogate U+{ord(found.group()):04X} "
+            f"at character {found.start()}. Clean it with text.encode('utf-8', 'replace')"
+            ".decode('utf-8')."
+        )
+
+
+def checked_queries(queries: object) -> list[str]:
+    if not isinstance(queries, Sequence) or isinstance(queries, (bytes, bytearray)):
+        raise TypeError(f"query must be a str or a list of str, not {type(queries).__name__}.")
+    for i, text in enumerate(queries):
+        if not isinstance(text, str):
+            raise TypeError(f"query[{i}] is {type(text).__name__}, not str.")
+    return list(queries)
+
+
+def checked_ids(ids: object, name: str) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise TypeError(f"{name} must be a list of str, not {type(ids).__name__}.")
+    for i, id_ in enumerate(ids):
+        if not isinstance(id_, str):
+            raise TypeError(
+                f"{name}[{i}] is {type(id_).__name__} ({id_!r:.40}), not str; ids are strings "
+                "(use str(id))."
+            )
+        check_text(id_, f"{name}[{i}]")
+    return list(ids)
+
+
+def checked_rows(texts: object, ids: object, metadata: object) -> list[Row]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of str, not {type(texts).__name__}.")
+    names = checked_ids(ids, "ids")
+    if len(names) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(names)} ids; give one id a text.")
+    repeated = [id_ for id_, n in _counts(names).items() if n > 1]
+    if repeated:
+        raise DuplicateIdError(
+            f"ids repeat {len(repeated)} id(s) ({', '.join(map(repr, repeated[:5]))}); each "
+            "document needs its own id."
+        )
+    if metadata is None:
+        metas: Sequence[object] = [None] * len(texts)
+    elif isinstance(metadata, Sequence) and not isinstance(metadata, (str, bytes)):
+        metas = metadata
+        if len(metas) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(metas)} metadata; give one a text.")
+    else:
+        raise TypeError(f"metadata must be a list of dicts, not {type(metadata).__name__}.")
+    rows = []
+    for i, (text, id_, meta) in enumerate(zip(texts, names, metas, strict=True)):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"texts[{i}] is {type(text).__name__} ({text!r:.40}), not str; pass strings only."
+            )
+        check_text(text, f"texts[{i}]")
+        rows.append(Row(id_, text, _metadata_json(meta, i), hashlib.sha256(text.encode()).digest()))
+    return rows
+
+
+def _counts(values: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def _metadata_json(meta: object, i: int) -> str | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"metadata[{i}] is {type(meta).__name__}, not a dict (or None).")
+    if not all(isinstance(key, str) for key in meta):
+        raise TypeError(f"metadata[{i}] has a key that is not a str; JSON keys are strings.")
+    try:
+        return json.dumps(dict(meta), ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata[{i}] is not JSON-serialisable ({exc}).") from exc
+
+
+def checked_where(where: object) -> list[tuple[str, str, Any]]:
+    """``(JSON path, JSON type, value)`` a key of ``where``."""
+    if where is None:
+        return []
+    if not isinstance(where, Mapping):
+        raise TypeError(f"where must be a dict, not {type(where).__name__}.")
+    filters = []
+    for key, value in where.items():
+        if not isinstance(key, str) or '"' in key or "\\" in key:
+            raise ValueError(f"where key {key!r} must be a str without quotes or backslashes.")
+        if value is None:
+            kind = "null"
+        elif isinstance(value, bool):
+            kind = "true" if value else "false"
+        elif type(value) in _JSON_TYPES:
+            kind = _JSON_TYPES[type(value)]
+        else:
+            raise TypeError(
+                f"where[{key!r}] is {type(value).__name__}; filters match a str, int, float, "
+                "bool or None exactly."
+            )
+        if isinstance(value, str):
+            check_text(value, f"where[{key!r}]")
+        filters.append((f'$."{key}"', kind, value))
+    return filters
+
+
+def checked_alpha(alpha: object) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha={alpha!r} must be a number from 0 (keyword) to 1 (dense).")
+    return float(alpha)
+
+
+def check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive int.")
+
+
+def checked_embeddings(embeddings: object, rows: int, dim: int) -> npt.NDArray[np.float32]:
+    """Given embeddings as a finite ``(rows, dim)`` float32 array."""
+    try:
+        array = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"embeddings must be a 2-d array of numbers ({exc}).") from exc
+    if array.shape != (rows, dim):
+        raise ValueError(
+            f"embeddings has shape {array.shape}, expected ({rows}, {dim}): one row of the "
+            "index's model width a text."
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("embeddings holds NaN or infinite values.")
+    return array
