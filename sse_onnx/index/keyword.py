@@ -7,12 +7,14 @@ and joined with ``OR``: a document matches if it holds any of them, and ``bm25()
 
 FTS5 stems each word itself (``porter unicode61``). The words are also put through a scratch
 FTS5 table with the same tokenizer, which says how FTS5 reads each one: words that read as the
-same terms are asked once, words that read as none are dropped, and each is looked up in the
-index's vocabulary for the number of documents that hold it. A word held by more than
-``max_df`` of the documents (``COMMON_FRACTION`` by default, and by more than
-``COMMON_FLOOR``) is left out of the keyword part:
-FTS5 reads every document of every term it is asked for, and such words carry little weight in
-BM25. (How much this costs in quality, and saves in time, is in bench/results/search.md.)
+same terms are asked once, and words that read as none, or that no document holds, are dropped.
+
+FTS5 reads, and ``bm25()`` scores, every document of every word it is asked for, so a query's
+cost grows with the documents its words are in. The fast path asks for the rarest words first
+and stops before their documents add up to more than ``POSTINGS_BUDGET`` (the rarest word is
+always asked): in a small collection that is every word; in a large one the words left out are
+the most common, which weigh least in BM25. ``exact=True`` asks for every word. (What this
+costs in quality and saves in time: bench/results/search.md.)
 """
 
 from __future__ import annotations
@@ -26,16 +28,13 @@ import numpy.typing as npt
 
 from sse_onnx.index.schema import FTS_TOKENIZER
 
-__all__ = ["COMMON_FLOOR", "COMMON_FRACTION", "MAX_TERMS", "KeywordSearch", "Terms"]
+__all__ = ["MAX_TERMS", "POSTINGS_BUDGET", "KeywordSearch", "Terms"]
 
-#: Words held by more than this fraction of the documents, and by more than COMMON_FLOOR
-#: documents, are left out (the rarest word of a query is always kept).
-COMMON_FRACTION = 0.05
-#: FTS5 reads a few thousand documents of a word in well under a millisecond: below this, no
-#: word is left out, whatever the fraction (a small collection is searched exactly).
-COMMON_FLOOR = 5000
-#: The rarest this many distinct words of a query are asked of FTS5 (a pasted page, not a
-#: query, would otherwise make one FTS5 expression of thousands of words).
+#: Documents (summed over the words asked) FTS5 reads for one query on the fast path: about
+#: 30 ms of bm25() on one core (bench/results/search.md).
+POSTINGS_BUDGET = 10_000
+#: The rarest this many distinct words of a query are asked of FTS5 on the fast path (a pasted
+#: page, not a query, would otherwise make one FTS5 expression of thousands of words).
 MAX_TERMS = 128
 #: Document frequencies remembered at most (a few MB).
 MAX_REMEMBERED = 1 << 16
@@ -58,7 +57,7 @@ class Terms:
 class KeywordSearch:
     """Keyword scores from one connection to an index (its ``sse_fts`` table).
 
-    Creates three scratch tables in the connection's ``temp`` schema (nothing is written to
+    Creates two scratch tables in the connection's ``temp`` schema (nothing is written to
     the file).
     """
 
@@ -72,43 +71,36 @@ class KeywordSearch:
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.sse_query_terms "
             "USING fts5vocab(temp, sse_query, instance)"
         )
-        self._frequency: dict[str, int] = {}
-        connection.execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.sse_vocabulary "
-            "USING fts5vocab(main, sse_fts, row)"
-        )
+        self._frequency: dict[tuple[tuple[str, ...], int], int] = {}
 
-    def terms(self, query: str, documents: int, *, max_df: float | None) -> Terms:
-        """The words of ``query`` to ask FTS5 for, among ``documents`` documents.
+    def terms(self, query: str, *, budget: int | None) -> Terms:
+        """The words of ``query`` to ask FTS5 for.
 
         Args:
             query: The query text.
-            documents: Documents in the index (for ``max_df``).
-            max_df: Leave out words held by more than this fraction of the documents (the
-                rarest word is always kept); ``None`` keeps every word, however common.
+            budget: Ask for the rarest words while their documents add up to at most this many
+                (the rarest word always); ``None`` asks for every word, however common.
         """
         words = list(dict.fromkeys(_WORD.findall(query)))
-        if not words:
-            return Terms((), ())
-        read = self._read(words)
         distinct: dict[tuple[str, ...], str] = {}
-        for word, terms in zip(words, read, strict=True):
+        for word, terms in zip(words, self._read(words), strict=True):
             if terms:
                 distinct.setdefault(terms, word)
-        if not distinct:
-            return Terms((), ())
-        frequency = self._document_frequency({t for terms in distinct for t in terms})
-        # A word read as several terms is a phrase: held by at most its rarest term's documents.
-        # Words no document holds add nothing to any score and are not asked.
+        if budget is None:
+            return Terms(tuple(distinct.values()), ())
         held = sorted(
-            (min(frequency.get(t, 0) for t in terms), word) for terms, word in distinct.items()
+            (df, word)
+            for terms, word in distinct.items()
+            if (df := self._documents(terms, word, budget + 1)) > 0
         )
-        held = [(df, word) for df, word in held if df > 0]
-        limit = float("inf") if max_df is None else max(documents * max_df, COMMON_FLOOR)
-        kept = [word for rank, (df, word) in enumerate(held) if rank == 0 or df <= limit]
-        if max_df is not None:
-            kept = kept[:MAX_TERMS]
-        return Terms(tuple(kept), tuple(word for _, word in held if word not in set(kept)))
+        kept: list[str] = []
+        total = 0
+        for df, word in held[:MAX_TERMS]:
+            if kept and total + df > budget:
+                break
+            kept.append(word)
+            total += df
+        return Terms(tuple(kept), tuple(word for _, word in held[len(kept) :]))
 
     def scores(self, terms: Terms) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Document numbers matching any of ``terms`` and their BM25 scores (higher is better)."""
@@ -144,17 +136,22 @@ class KeywordSearch:
         """Drop the remembered document frequencies (the index changed)."""
         self._frequency.clear()
 
-    def _document_frequency(self, terms: set[str]) -> dict[str, int]:
-        """Documents that hold each term (0 for absent terms).
+    def _documents(self, terms: tuple[str, ...], word: str, cap: int) -> int:
+        """Documents that hold ``word`` (FTS5 reads it as ``terms``), counted up to ``cap``.
 
-        FTS5 counts a term's documents by reading them all, so the counts are remembered until
-        the index changes; common words, the costly ones, are the ones queries repeat.
+        FTS5 counts documents by reading them, so a count stops at the cap (a word past the
+        budget is not asked anyway), and counts are remembered until the index changes: the
+        common words, the costly ones, are the ones queries repeat.
         """
         known = self._frequency
-        if len(known) > MAX_REMEMBERED:
-            known.clear()
-        execute = self._connection.execute
-        for term in terms - known.keys():
-            row = execute("SELECT doc FROM temp.sse_vocabulary WHERE term = ?", (term,)).fetchone()
-            known[term] = 0 if row is None else int(row[0])
-        return {term: known[term] for term in terms}
+        key = (terms, cap)
+        count = known.get(key)
+        if count is None:
+            if len(known) > MAX_REMEMBERED:
+                known.clear()
+            count = self._connection.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM sse_fts WHERE sse_fts MATCH ? LIMIT ?)",
+                (Terms((word,), ()).expression, cap),
+            ).fetchone()[0]
+            known[key] = count
+        return int(count)

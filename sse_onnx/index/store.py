@@ -33,7 +33,7 @@ from sse_onnx.index.inputs import (
     checked_rows,
     checked_where,
 )
-from sse_onnx.index.keyword import COMMON_FRACTION, KeywordSearch
+from sse_onnx.index.keyword import POSTINGS_BUDGET, KeywordSearch
 from sse_onnx.index.vectors import Vectors, quantize_rows
 
 if TYPE_CHECKING:
@@ -584,7 +584,7 @@ class Index:
             best = top_k(dense, k, allowed)
             return best, dense[best]
         n = len(self.vectors)
-        terms = self._keyword.terms(query, n, max_df=None if exact else COMMON_FRACTION)
+        terms = self._keyword.terms(query, budget=None if exact else POSTINGS_BUDGET)
         docs, bm25 = self._keyword.scores(terms)
         keyword = np.zeros(n, np.float32)
         keyword[self.vectors.positions(docs)] = bm25

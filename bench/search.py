@@ -1,0 +1,491 @@
+"""Search with ``sse_onnx.Index``: quality on the dev collections, speed and memory at scale.
+
+``--quality``: nDCG@10 of ``mode="dense"``, ``"keyword"`` (FTS5 BM25, porter) and
+``"hybrid"`` on SciFact, Vaswani and Cranfield (and SciFact's train queries, on which the
+fusion was chosen), each through a real index file; ``hybrid exact`` asks FTS5 for every query
+word (the brute-force reference of the fast path, which leaves out very common words). Also the
+dense part with float32 vectors instead of the stored int8, and ``--teacher`` adds
+all-MiniLM-L6-v2 alone for scale (needs the exporter's torch and the teacher wheel).
+
+``--speed``: synthetic collections of ``--sizes`` documents made of real sentences (the three
+corpora's, shuffled with a fixed seed): ``add`` throughput, then, in a fresh process, search
+latency (p50/p99 over SciFact's 300 test queries, one thread) for each mode, resident memory,
+file size per document, and the fast path's nDCG@10 against the exact one on SciFact's queries
+with its corpus inside the largest collection up to 100,000 documents. ``--vectors`` compares
+the stored vector types (float32, float16, int8) by size, dense scoring time and nDCG@10.
+
+Writes ``search.json`` and ``search.md`` to ``--out``. Timings are one run on this machine.
+
+Example::
+
+    python bench/search.py --quality --out bench/results
+    python bench/search.py --speed --sizes 100000 1000000 --vectors --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sse_export.evaluate import DATASETS, RetrievalData, RetrievalSpec, default_data_dir, ndcg_at_k
+from sse_export.evaluate import load_dataset as _load_dataset
+from sse_onnx import Encoder, Index
+from sse_onnx.index import DEFAULT_ALPHA
+from sse_onnx.index.fusion import fuse, top_k
+from sse_onnx.index.vectors import Vectors, quantize_rows
+
+HERE = Path(__file__).resolve().parent
+COLLECTIONS = ("scifact", "vaswani", "cranfield", "scifact-train")
+MODES = ("dense", "keyword", "hybrid")
+#: Sizes of the synthetic collections (--speed) and the one the fast path is checked at.
+SIZES = (100_000, 1_000_000)
+FAST_PATH_AT = 100_000
+K = 10
+
+
+def load(name: str, data: Path) -> RetrievalData:
+    spec = DATASETS[name]
+    assert isinstance(spec, RetrievalSpec)
+    loaded = _load_dataset(spec, data)
+    if not isinstance(loaded, RetrievalData):
+        raise SystemExit(f"{name} not found under {data}; set SSE_DATA or --data.")
+    return loaded
+
+
+def ndcg(hits: Sequence[Sequence[str]], collection: RetrievalData) -> float:
+    scores = [
+        ndcg_at_k(ranked, collection.qrels[query_id])
+        for ranked, query_id in zip(hits, collection.query_ids, strict=True)
+    ]
+    return float(np.mean(scores))
+
+
+def build(path: Path, texts: Sequence[str], ids: Sequence[str], encoder: Encoder) -> float:
+    """Write an index of ``texts``; return documents added a second."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    start = time.perf_counter()
+    with Index(path, encoder=encoder) as index:
+        index.add(texts, ids=ids)
+    return len(texts) / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def quality(data: Path, work: Path, teacher: bool) -> dict[str, Any]:
+    encoder = Encoder()
+    results: dict[str, Any] = {}
+    for name in COLLECTIONS:
+        collection = load(name, data)
+        logging.info("quality: %s (%d docs)", name, len(collection.doc_ids))
+        path = work / f"{name}.db"
+        build(path, collection.doc_texts, collection.doc_ids, encoder)
+        row: dict[str, float] = {}
+        with Index(path, encoder=encoder) as index:
+            queries = collection.query_texts
+            for mode in MODES:
+                found = index.search(queries, k=K, mode=mode)  # type: ignore[call-overload]
+                row[mode] = ndcg([[hit.id for hit in hits] for hits in found], collection)
+            exact = index.search(queries, k=K, exact=True)
+            row["hybrid exact"] = ndcg([[hit.id for hit in hits] for hits in exact], collection)
+        row.update(_float32_rows(collection, encoder, path))
+        if teacher:
+            row["teacher"] = _teacher(collection)
+        results[name] = row
+    return results
+
+
+def _float32_rows(collection: RetrievalData, encoder: Encoder, path: Path) -> dict[str, float]:
+    """Dense and hybrid with float32 vectors in place of the stored int8 (same BM25)."""
+    docs = encoder.encode(collection.doc_texts)
+    queries = encoder.encode(collection.query_texts)
+    cosines = queries @ docs.T
+    dense_hits, hybrid_hits = [], []
+    ids = np.array(collection.doc_ids)
+    position = {doc: i for i, doc in enumerate(collection.doc_ids)}
+    with Index(path, encoder=encoder) as index:
+        everything = len(index)
+        for i, query in enumerate(collection.query_texts):
+            keyword = np.zeros(len(ids), np.float32)
+            for hit in index.search(query, k=everything, mode="keyword"):
+                keyword[position[hit.id]] = hit.score
+            dense_hits.append(list(ids[top_k(cosines[i], K)]))
+            hybrid_hits.append(list(ids[top_k(fuse(cosines[i], keyword, DEFAULT_ALPHA), K)]))
+    return {
+        "dense float32": ndcg(dense_hits, collection),
+        "hybrid float32": ndcg(hybrid_hits, collection),
+    }
+
+
+def _teacher(collection: RetrievalData) -> float:
+    sys.path.insert(0, str(HERE.parent))
+    from models import teacher
+
+    docs = np.asarray(teacher.encode(collection.doc_texts), np.float32)
+    queries = np.asarray(teacher.encode(collection.query_texts), np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    ids = np.array(collection.doc_ids)
+    return ndcg([list(ids[top_k(row, K)]) for row in queries @ docs.T], collection)
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def synthetic(size: int, data: Path, seed: int = 0) -> list[str]:
+    """``size`` documents of real sentences, each as long (in sentences) as a real document."""
+    sentences: list[str] = []
+    lengths: list[int] = []
+    for name in ("scifact", "vaswani", "cranfield"):
+        for text in load(name, data).doc_texts:
+            parts = [part for part in re.split(r"(?<=[.!?])\s+", text) if part]
+            sentences.extend(parts)
+            lengths.append(len(parts))
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(sentences) for _ in range(min(rng.choice(lengths), 12)))
+        for _ in range(size)
+    ]
+
+
+#: Runs in a fresh process: opens an index, searches, prints latencies and memory as JSON.
+_SEARCHER = """
+import json, sys, time
+import numpy as np
+import numpy.typing as npt
+from sse_onnx import Encoder, Index
+def rss():
+    fields = dict(line.split(':', 1) for line in open('/proc/self/status'))
+    return {key: int(fields[key].split()[0]) * 1024 for key in ('VmRSS', 'VmHWM')}
+path, queries = sys.argv[1], json.loads(sys.stdin.read())
+encoder = Encoder(threads=1)
+encoder.encode(queries[:8])
+before = rss()
+start = time.perf_counter()
+index = Index(path, encoder=encoder)
+opened = time.perf_counter() - start
+out = {'open_s': opened, 'documents': len(index), 'vector_bytes': index.vectors.nbytes()}
+for mode in ('hybrid', 'keyword', 'dense'):
+    for rounds in ('first', 'second'):
+        times = []
+        for query in queries:
+            start = time.perf_counter()
+            index.search(query, k=10, mode=mode)
+            times.append(time.perf_counter() - start)
+        out[f'{mode} {rounds}'] = [float(np.percentile(times, 50)) * 1e3,
+                                   float(np.percentile(times, 99)) * 1e3]
+after = rss()
+out['rss_before_index'] = before['VmRSS']
+out['rss'] = after['VmRSS']
+out['peak_rss'] = after['VmHWM']
+print(json.dumps(out))
+"""
+
+
+def speed(data: Path, work: Path, sizes: Sequence[int]) -> dict[str, Any]:
+    encoder = Encoder(threads=1)
+    scifact = load("scifact", data)
+    results: dict[str, Any] = {}
+    largest = max(sizes)
+    texts = synthetic(largest, data)
+    for size in sorted(sizes):
+        path = work / f"synthetic-{size}.db"
+        ids = [f"s{i}" for i in range(size)]
+        logging.info("speed: adding %d documents", size)
+        row: dict[str, Any] = {"add_docs_per_s": build(path, texts[:size], ids, encoder)}
+        row.update(_searched(path, scifact.query_texts))
+        row["file_bytes_per_doc"] = path.stat().st_size / size
+        results[str(size)] = row
+    results["add SciFact"] = _add_speed(scifact, work, encoder)
+    at = min(FAST_PATH_AT, largest)
+    results[f"fast path at {at}"] = _fast_path(scifact, texts[: at - len(scifact.doc_ids)], work)
+    return results
+
+
+def _searched(path: Path, queries: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _SEARCHER, str(path)],
+        input=json.dumps(queries),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _add_speed(scifact: RetrievalData, work: Path, encoder: Encoder) -> dict[str, float]:
+    """SciFact's corpus: Index.add against FTS5 alone and the encoder alone."""
+    texts, ids = scifact.doc_texts, scifact.doc_ids
+    encoder.encode(texts[:256])
+    index_rate = build(work / "add.db", texts, ids, encoder)
+    start = time.perf_counter()
+    encoder.encode(texts)
+    encode_rate = len(texts) / (time.perf_counter() - start)
+    connection = sqlite3.connect(work / "fts.db", isolation_level=None)
+    connection.execute("CREATE VIRTUAL TABLE f USING fts5(text, tokenize='porter unicode61')")
+    start = time.perf_counter()
+    connection.execute("BEGIN")
+    connection.executemany("INSERT INTO f (text) VALUES (?)", [(text,) for text in texts])
+    connection.execute("COMMIT")
+    fts_rate = len(texts) / (time.perf_counter() - start)
+    connection.close()
+    return {"index_add": index_rate, "fts5_alone": fts_rate, "encoder_alone": encode_rate}
+
+
+def _fast_path(scifact: RetrievalData, distractors: list[str], work: Path) -> dict[str, float]:
+    """SciFact's queries over its corpus plus distractors: the fast path against exact."""
+    path = work / "fast-path.db"
+    texts = scifact.doc_texts + distractors
+    ids = scifact.doc_ids + [f"x{i}" for i in range(len(distractors))]
+    build(path, texts, ids, Encoder())
+    out: dict[str, float] = {"documents": float(len(texts))}
+    with Index(path) as index:
+        for name, exact in (("fast", False), ("exact", True)):
+            found = index.search(scifact.query_texts, k=K, exact=exact)
+            out[name] = ndcg([[hit.id for hit in hits] for hits in found], scifact)
+    return out
+
+
+# --------------------------------------------------------------------------- vector types
+
+
+def vector_types(data: Path, sizes: Sequence[int]) -> dict[str, Any]:
+    """Bytes a document, dense scoring time for one query, and dense nDCG@10 by vector type."""
+    encoder = Encoder()
+    rng = np.random.default_rng(0)
+    query = encoder.encode("how do cells respond to stress")
+    results: dict[str, Any] = {"bytes_per_doc": {"float32": 1024, "float16": 512, "int8": 260}}
+    for size in sizes:
+        results[f"ms at {size}"] = _timings(rng.normal(size=(size, encoder.dim)), query)
+    quality_rows = {}
+    for name in ("scifact", "vaswani", "cranfield"):
+        collection = load(name, data)
+        docs = encoder.encode(collection.doc_texts)
+        queries = encoder.encode(collection.query_texts)
+        ids = np.array(collection.doc_ids)
+        q_docs, doc_scales = quantize_rows(docs)
+        int8 = Vectors(encoder.dim)
+        int8.reset(len(docs))
+        int8.append(np.arange(len(docs), dtype=np.int64), q_docs, doc_scales)
+        kinds = {
+            "float32": queries @ docs.T,
+            "float16": (queries.astype(np.float16) @ docs.T.astype(np.float16)).astype(np.float32),
+            "int8": int8.cosines(queries),
+        }
+        quality_rows[name] = {
+            kind: ndcg([list(ids[top_k(row, K)]) for row in scores], collection)
+            for kind, scores in kinds.items()
+        }
+    results["dense nDCG@10"] = quality_rows
+    return results
+
+
+def _timings(rows: npt.NDArray[np.float64], query: npt.NDArray[np.float32]) -> dict[str, float]:
+    """Dense scoring time of one query against ``rows`` (normalised here) in each type."""
+    unit = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    vectors = Vectors(unit.shape[1])
+    vectors.reset(len(unit))
+    vectors.append(np.arange(len(unit), dtype=np.int64), *quantize_rows(unit))
+    half = unit.astype(np.float16)
+    return {
+        "float32 (numpy)": _time(lambda: unit @ query),
+        "float16 (numpy)": _time(lambda: half @ query.astype(np.float16)),
+        "int8 (onnxruntime MatMulInteger)": _time(lambda: vectors.cosines(query[None])),
+    }
+
+
+def _time(call: Any, repeat: int = 5) -> float:
+    call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Search: quality, speed, memory",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} with `python bench/search.py "
+        + " ".join(results["argv"])
+        + f"` ({results['environment']['processor'] or results['environment']['machine']}, "
+        f"{results['environment']['cpu_count']} cores, SQLite "
+        f"{results['environment']['sqlite']}). One run; timings on one thread.",
+    ]
+    if "quality" in results:
+        lines += _quality_table(results["quality"])
+    if "speed" in results:
+        lines += _speed_tables(results["speed"])
+    if "vectors" in results:
+        lines += _vector_tables(results["vectors"])
+    return "\n".join(lines) + "\n"
+
+
+def _quality_table(quality: dict[str, dict[str, float]]) -> list[str]:
+    names = [name for name in COLLECTIONS if name in quality]
+    test = [name for name in names if name != "scifact-train"]
+    columns = list(next(iter(quality.values())))
+    lines = [
+        "",
+        "## nDCG@10 on the dev collections",
+        "",
+        'The index\'s default (`mode="hybrid"`, alpha = 0.5, int8 vectors, common words left out '
+        "past 5 % of the documents) beside each part alone. `hybrid exact` asks FTS5 for every "
+        "query word; `float32` rows score the dense part with unquantized vectors. SciFact "
+        "train is the split the fusion was chosen on (bench/results/fusion.md).",
+        "",
+        "| | " + " | ".join(names) + " | mean (test) |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for column in columns:
+        values = [quality[name][column] for name in names]
+        mean = np.mean([quality[name][column] for name in test])
+        lines.append(f"| {column} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {mean:.3f} |")
+    return lines
+
+
+def _speed_tables(speed: dict[str, Any]) -> list[str]:
+    sizes = [key for key in speed if key.isdigit()]
+    lines = [
+        "",
+        "## Speed and memory at scale (synthetic collections of real sentences)",
+        "",
+        "Latency over SciFact's 300 test queries, k = 10, one thread, p50 / p99 in ms; "
+        "`second` is the same queries again (FTS5's document counts of their words are then "
+        "remembered). Memory: resident set of the searching process, and what the index "
+        "added to it (an `Encoder` is loaded before).",
+        "",
+        "| documents | add docs/s | open s | hybrid | hybrid second | keyword | dense | "
+        "RSS MB | RSS from index MB | file bytes/doc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        row = speed[size]
+
+        def pair(key: str, row: dict[str, Any] = row) -> str:
+            return f"{row[key][0]:.1f} / {row[key][1]:.1f}"
+
+        lines.append(
+            f"| {int(size):,} | {row['add_docs_per_s']:,.0f} | {row['open_s']:.1f} | "
+            f"{pair('hybrid first')} | {pair('hybrid second')} | {pair('keyword first')} | "
+            f"{pair('dense first')} | {row['rss'] / 1e6:.0f} | "
+            f"{(row['rss'] - row['rss_before_index']) / 1e6:.0f} | "
+            f"{row['file_bytes_per_doc']:,.0f} |"
+        )
+    add = speed["add SciFact"]
+    lines += [
+        "",
+        f"`add` of SciFact's 5,183 documents: {add['index_add']:,.0f} docs/s (FTS5 alone "
+        f"{add['fts5_alone']:,.0f}, the encoder alone {add['encoder_alone']:,.0f}).",
+    ]
+    for key, value in speed.items():
+        if key.startswith("fast path"):
+            lines += [
+                "",
+                f"Fast path against exact, SciFact's queries with its corpus inside "
+                f"{value['documents']:,.0f} documents: nDCG@10 {value['fast']:.4f} against "
+                f"{value['exact']:.4f} (difference {value['fast'] - value['exact']:+.4f}).",
+            ]
+    return lines
+
+
+def _vector_tables(vectors: dict[str, Any]) -> list[str]:
+    lines = ["", "## Stored vector type", "", "| | bytes/doc |"]
+    timing_keys = [key for key in vectors if key.startswith("ms at")]
+    lines = [
+        "",
+        "## Stored vector type",
+        "",
+        "Dense scoring of one query against every document (ms, median of 5), bytes a "
+        "document in memory (256 dims; int8 with a float32 scale), and dense nDCG@10.",
+        "",
+        "| type | bytes/doc | "
+        + " | ".join(key for key in timing_keys)
+        + " | SciFact | Vaswani | Cranfield |",
+        "|---|---|" + "---|" * (len(timing_keys) + 3),
+    ]
+    names = {"float32": "float32 (numpy)", "float16": "float16 (numpy)"}
+    for kind in ("float32", "float16", "int8"):
+        label = names.get(kind, "int8 (onnxruntime MatMulInteger)")
+        timings = " | ".join(f"{vectors[key][label]:.1f}" for key in timing_keys)
+        quality = " | ".join(
+            f"{vectors['dense nDCG@10'][name][kind]:.4f}"
+            for name in ("scifact", "vaswani", "cranfield")
+        )
+        lines.append(f"| {label} | {vectors['bytes_per_doc'][kind]} | {timings} | {quality} |")
+    return lines
+
+
+def environment() -> dict[str, Any]:
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quality", action="store_true", help="nDCG@10 on the dev collections")
+    parser.add_argument("--teacher", action="store_true", help="with --quality: the teacher too")
+    parser.add_argument("--speed", action="store_true", help="add, search and memory at --sizes")
+    parser.add_argument("--vectors", action="store_true", help="compare stored vector types")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--data", type=Path, default=default_data_dir())
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    if not (args.quality or args.speed or args.vectors):
+        parser.error("give at least one of --quality, --speed, --vectors")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results: dict[str, Any] = {
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "environment": environment(),
+    }
+    with tempfile.TemporaryDirectory(prefix="sse-search-") as work:
+        if args.quality:
+            results["quality"] = quality(args.data, Path(work), args.teacher)
+        if args.speed:
+            results["speed"] = speed(args.data, Path(work), args.sizes)
+        if args.vectors:
+            results["vectors"] = vector_types(args.data, args.sizes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "search.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = markdown(results)
+    (args.out / "search.md").write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
