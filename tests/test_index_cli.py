@@ -291,9 +291,7 @@ def test_missing_input_damaged_index_and_usage_errors(
     for argv in (("info", index), ("add", index, corpus, *BEIR), ("search", index, "x")):
         code, _, err = run(*argv)
         assert code == 1
-        assert f"{index} is not a readable sse-onnx index (file is not a database)" in one_error(
-            err
-        )
+        assert f"{index} is not an SQLite file, so not an sse-onnx index" in one_error(err)
 
     for argv, expected in (
         (["search", index, "x", "-k", "0"], "argument -k: '0' is not a positive integer"),

@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_IN_KEYS = ('"', "\\", "\0")
 _JSON_TYPES = {str: "text", int: "integer", float: "real"}
 
 
@@ -118,9 +119,11 @@ def _metadata_json(meta: object, i: int) -> str | None:
     if not all(isinstance(key, str) for key in meta):
         raise TypeError(f"metadata[{i}] has a key that is not a str; JSON keys are strings.")
     try:
-        return json.dumps(dict(meta), ensure_ascii=False, sort_keys=True, allow_nan=False)
+        text = json.dumps(dict(meta), ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata[{i}] is not JSON-serialisable ({exc}).") from exc
+    check_text(text, f"metadata[{i}]")
+    return text
 
 
 def checked_where(where: object) -> list[tuple[str, str, Any]]:
@@ -131,8 +134,12 @@ def checked_where(where: object) -> list[tuple[str, str, Any]]:
         raise TypeError(f"where must be a dict, not {type(where).__name__}.")
     filters = []
     for key, value in where.items():
-        if not isinstance(key, str) or '"' in key or "\\" in key:
-            raise ValueError(f"where key {key!r} must be a str without quotes or backslashes.")
+        if not isinstance(key, str) or any(c in key for c in _NOT_IN_KEYS):
+            raise ValueError(
+                f"where key {key!r} must be a str without quotes, backslashes or NUL "
+                "(SQLite's JSON paths cannot name such keys)."
+            )
+        check_text(key, f"where key {key!r}")
         if value is None:
             kind = "null"
         elif isinstance(value, bool):
@@ -146,6 +153,13 @@ def checked_where(where: object) -> list[tuple[str, str, Any]]:
             )
         if isinstance(value, str):
             check_text(value, f"where[{key!r}]")
+            if "\0" in value:
+                raise ValueError(
+                    f"where[{key!r}] holds a NUL character; SQLite's JSON functions stop at "
+                    "one, so it cannot be matched exactly."
+                )
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ValueError(f"where[{key!r}]={value} is outside SQLite's 64-bit integers.")
         filters.append((f'$."{key}"', kind, value))
     return filters
 

@@ -18,11 +18,14 @@ table that this module did not write is refused before anything runs.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-from sse_onnx.errors import IndexFormatError
+from sse_onnx.errors import IndexFormatError, SSEError
 
 __all__ = [
     "FTS_TOKENIZER",
@@ -34,6 +37,7 @@ __all__ = [
     "has_fts5",
     "is_empty",
     "read_meta",
+    "translated",
     "write_meta",
 ]
 
@@ -101,7 +105,7 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         connection = sqlite3.connect(
             uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"Cannot open {path} as an SQLite file ({exc}).") from exc
     try:
         connection.execute("PRAGMA trusted_schema = OFF")
@@ -110,7 +114,7 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         defensive = getattr(sqlite3, "SQLITE_DBCONFIG_DEFENSIVE", None)
         if defensive is not None and hasattr(connection, "setconfig"):  # Python >= 3.12
             connection.setconfig(defensive, True)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         connection.close()
         raise damaged(path, exc) from exc
     return connection
@@ -203,6 +207,38 @@ def write_meta(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         sorted(meta.items()),
     )
+
+
+@contextmanager
+def translated(path: Path) -> Iterator[None]:
+    """Turn SQLite's errors on ``path`` into one clear error of this package.
+
+    A file can be damaged in ways ``quick_check`` does not see (FTS5's own pages, text that is
+    not UTF-8, metadata that is not JSON): they surface only when read, here.
+    """
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise SSEError(
+                f"{path} is being written by another connection and stayed locked ({text}); "
+                "try again when that writer has finished."
+            ) from exc
+        if "readonly" in text and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            raise IndexFormatError(
+                f"{path} cannot be written although its file and folder can ({text}): its "
+                "header says a newer SQLite file format, or it is damaged. Open it with "
+                "readonly=True to search it, or build the index again from its texts."
+            ) from exc
+        if "readonly" in text:
+            raise SSEError(
+                f"{path} cannot be written ({text}): the file or its folder is read-only. "
+                "Open it with readonly=True to search it, or copy it somewhere writable."
+            ) from exc
+        raise damaged(path, exc) from exc
+    except (sqlite3.DatabaseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(path, exc) from exc
 
 
 def damaged(path: Path, exc: BaseException) -> IndexFormatError:

@@ -50,6 +50,7 @@ DEFAULT_ALPHA = 0.5
 ADD_BATCH = 2048
 #: Rows read at once when the vectors are loaded.
 _LOAD_ROWS = 1 << 16
+_SQLITE_HEADER = b"SQLite format 3\x00"
 #: Host parameters per statement (SQLite's default limit is 32,766 since 3.32; older: 999).
 _PARAMETERS = 900
 _IDENTITY = ("model_name", "model_sha256", "variant", "dim", "vector_type")
@@ -137,9 +138,15 @@ class Index:
         self.encoder = encoder
         self._identity = _identity(encoder)
         self._lock = threading.RLock()
+        if self.path.is_file() and not _sqlite_or_empty(self.path):
+            raise IndexFormatError(
+                f"{self.path} is not an SQLite file, so not an sse-onnx index; pass an index "
+                "file, or a new path to create one."
+            )
         self._connection = schema.connect(self.path, readonly=readonly)
         try:
-            self._open(readonly=readonly, reembed=reembed)
+            with schema.translated(self.path):
+                self._open(readonly=readonly, reembed=reembed)
         except BaseException:
             self._connection.close()
             raise
@@ -185,7 +192,7 @@ class Index:
                 self.vectors.append(
                     np.array(docs, np.int64),
                     np.frombuffer(b"".join(blobs), np.int8).reshape(len(rows), dim),
-                    np.array(scales, np.float32),
+                    _scales(scales),
                 )
             self._version = self._data_version()
         except sqlite3.DatabaseError as exc:
@@ -241,7 +248,7 @@ class Index:
         self.close()
 
     def __len__(self) -> int:
-        with self._lock, self._read():
+        with self._lock, schema.translated(self.path), self._read():
             return len(self.vectors)
 
     def __repr__(self) -> str:
@@ -294,7 +301,7 @@ class Index:
             if embeddings is None
             else checked_embeddings(embeddings, len(rows), self.vectors.dim)
         )
-        with self._lock:
+        with self._lock, schema.translated(self.path):
             return self._write(lambda: self._add(rows, replace, given, progress))
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
@@ -304,7 +311,7 @@ class Index:
             KeyError: if an id is not in the index (nothing is deleted), unless ``missing_ok``.
         """
         wanted = list(dict.fromkeys(checked_ids(ids, "ids")))
-        with self._lock:
+        with self._lock, schema.translated(self.path):
             return self._write(lambda: self._delete(wanted, missing_ok))
 
     def _write(self, work: Callable[[], _T]) -> _T:
@@ -401,7 +408,7 @@ class Index:
         def embed(
             batch: list[tuple[int, Row]],
         ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
-            vectors = self.encoder.encode([row.text for _, row in batch])
+            vectors = self.encoder.encode([row.text for _, row in batch], show_progress_bar=False)
             return quantize_rows(vectors)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-index-encode") as pool:
@@ -481,7 +488,7 @@ class Index:
             cursor = connection.execute("SELECT doc, text FROM sse_docs ORDER BY doc")
             while rows := cursor.fetchmany(ADD_BATCH):
                 docs, texts = zip(*rows, strict=True)
-                q, scales = quantize_rows(self.encoder.encode(list(texts)))
+                q, scales = quantize_rows(self.encoder.encode(list(texts), show_progress_bar=False))
                 connection.executemany(
                     "UPDATE sse_docs SET vector = ?, scale = ? WHERE doc = ?",
                     [(q[i].tobytes(), float(scales[i]), doc) for i, doc in enumerate(docs)],
@@ -555,10 +562,12 @@ class Index:
             raise ValueError(f"mode={mode!r} is not one of {MODES}.")
         weight = DEFAULT_ALPHA if alpha is None else checked_alpha(alpha)
         filters = checked_where(where)
-        with self._lock, self._read():
+        with self._lock, schema.translated(self.path), self._read():
             allowed = self._allowed(filters)
             dense = (
-                self.vectors.cosines(self.encoder.encode(queries)) if mode != "keyword" else None
+                self.vectors.cosines(self.encoder.encode(queries, show_progress_bar=False))
+                if mode != "keyword"
+                else None
             )
             ranked = []
             for i, text in enumerate(queries):
@@ -646,21 +655,23 @@ class Index:
         hits = []
         for doc, score in zip(docs.tolist(), scores.tolist(), strict=True):
             id_, text, meta = rows[doc]
-            hits.append(Hit(id_, float(score), text, None if meta is None else json.loads(meta)))
+            hits.append(Hit(id_, float(score), text, _metadata(meta)))
         return hits
 
     def documents(self) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
         """Every document's ``(id, text, metadata)``, in the order they were added."""
-        with self._lock, self._read():
-            rows = self._connection.execute(
-                "SELECT id, text, metadata FROM sse_docs ORDER BY doc"
-            ).fetchall()
-        for id_, text, meta in rows:
-            yield id_, text, None if meta is None else json.loads(meta)
+        with self._lock, schema.translated(self.path), self._read():
+            rows = [
+                (id_, text, _metadata(meta))
+                for id_, text, meta in self._connection.execute(
+                    "SELECT id, text, metadata FROM sse_docs ORDER BY doc"
+                )
+            ]
+        yield from rows
 
     def info(self) -> dict[str, Any]:
         """What the file holds and what produced it."""
-        with self._lock, self._read():
+        with self._lock, schema.translated(self.path), self._read():
             meta = schema.read_meta(self._connection, self.path)
             count = len(self.vectors)
         size = sum(
@@ -701,6 +712,29 @@ def _mismatch(path: Path, found: Mapping[str, str], wanted: Mapping[str, str]) -
         "or embed its texts again with this one: Index(path, encoder=..., reembed=True), or "
         "`sse-index reembed PATH --model FOLDER`."
     )
+
+
+def _sqlite_or_empty(path: Path) -> bool:
+    """Whether ``path`` is empty or starts as an SQLite database does."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_SQLITE_HEADER))
+    return head in (b"", _SQLITE_HEADER)
+
+
+def _scales(values: Sequence[float]) -> npt.NDArray[np.float32]:
+    """Stored scales as float32 (any outside float32's range becomes infinite, and is refused)."""
+    with np.errstate(over="ignore"):
+        return np.array(values, np.float64).astype(np.float32)
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    """A stored metadata object (a value that is not one means the file was damaged)."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise json.JSONDecodeError("metadata is not a JSON object", text, 0)
+    return value
 
 
 def _same(row: Row, existing: tuple[int, bytes, str | None, str]) -> bool:
