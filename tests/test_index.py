@@ -696,7 +696,7 @@ def test_exact_scores(
 
     # hybrid: alpha * z(cosine) + (1 - alpha) * z(bm25) over all documents.
     for alpha in (None, 0.0, 0.25, 0.5, 0.8, 1.0):
-        weight = 0.5 if alpha is None else alpha
+        weight = 0.45 if alpha is None else alpha
         fused = weight * z(cosines) + (1 - weight) * z(bm25)
         expected = dict(zip(IDS, fused, strict=True))
         check_ranking(

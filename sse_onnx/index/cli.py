@@ -210,9 +210,6 @@ def _search_parser(commands: Any) -> None:
         'true, null, "2020"; else a string); repeat for several',
     )
     search.add_argument(
-        "--exact", action="store_true", help="ask BM25 for every query word, however common"
-    )
-    search.add_argument(
         "--json", action="store_true", help="one JSON object a hit: rank, id, score, text, metadata"
     )
     search.set_defaults(run=_search)
@@ -346,7 +343,6 @@ def _search(args: argparse.Namespace) -> None:
             mode=cast(Mode, args.mode),
             alpha=args.alpha,
             where=dict(args.where) or None,
-            exact=args.exact,
         )
     if args.json:
         for rank, hit in enumerate(hits, 1):

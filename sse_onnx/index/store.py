@@ -33,7 +33,7 @@ from sse_onnx.index.inputs import (
     checked_rows,
     checked_where,
 )
-from sse_onnx.index.keyword import POSTINGS_BUDGET, KeywordSearch
+from sse_onnx.index.keyword import KeywordSearch
 from sse_onnx.index.vectors import Vectors, quantize_rows
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ __all__ = ["DEFAULT_ALPHA", "AddResult", "Hit", "Index"]
 
 _T = TypeVar("_T")
 
-#: The dense part's weight in ``mode="hybrid"``, chosen on SciFact's train queries
-#: (bench/results/fusion.md).
-DEFAULT_ALPHA = 0.5
+#: The dense part's weight in ``mode="hybrid"``: the best on SciFact's train queries for this
+#: fusion (bench/results/fusion.md, `python bench/fusion_study.py`).
+DEFAULT_ALPHA = 0.45
 #: Texts encoded at once while the previous batch is written (bounds the memory of an add).
 ADD_BATCH = 2048
 #: Rows read at once when the vectors are loaded.
@@ -323,6 +323,8 @@ class Index:
                 self._load()
             self._pending: list[Callable[[], None]] = []
             result = work()
+            # Until the vectors in memory follow this commit, the next read reloads them.
+            self._version = None
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -511,7 +513,6 @@ class Index:
         mode: Mode = ...,
         alpha: float | None = ...,
         where: Mapping[str, Any] | None = ...,
-        exact: bool = ...,
     ) -> list[Hit]: ...
 
     @overload
@@ -523,7 +524,6 @@ class Index:
         mode: Mode = ...,
         alpha: float | None = ...,
         where: Mapping[str, Any] | None = ...,
-        exact: bool = ...,
     ) -> list[list[Hit]]: ...
 
     def search(
@@ -534,7 +534,6 @@ class Index:
         mode: Mode = "hybrid",
         alpha: float | None = None,
         where: Mapping[str, Any] | None = None,
-        exact: bool = False,
     ) -> list[Hit] | list[list[Hit]]:
         """The ``k`` best documents for a query (or one list a query, for a list of queries).
 
@@ -547,8 +546,6 @@ class Index:
                 :data:`DEFAULT_ALPHA`.
             where: Keep only documents whose metadata has each of these keys with exactly this
                 value (a string, number, bool or ``None``), before ranking, in both parts.
-            exact: Ask FTS5 for every word of the query, however common (see
-                :mod:`sse_onnx.index.keyword`; slower on large collections).
 
         Returns:
             Hits, best first.
@@ -572,7 +569,7 @@ class Index:
             ranked = []
             for i, text in enumerate(queries):
                 positions, scores = self._rank(
-                    text, None if dense is None else dense[i], k, mode, weight, allowed, exact
+                    text, None if dense is None else dense[i], k, mode, weight, allowed
                 )
                 ranked.append(self._hits(positions, scores))
         return ranked[0] if single else ranked
@@ -585,21 +582,14 @@ class Index:
         mode: Mode,
         alpha: float,
         allowed: npt.NDArray[np.bool_] | None,
-        exact: bool,
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """Positions among the vectors of the best ``k`` documents, and their scores."""
         if mode == "dense":
             assert dense is not None
             best = top_k(dense, k, allowed)
             return best, dense[best]
-        n = len(self.vectors)
-        terms = self._keyword.terms(query, budget=None if exact else POSTINGS_BUDGET)
-        docs, bm25 = self._keyword.scores(terms)
-        keyword = np.zeros(n, np.float32)
-        keyword[self.vectors.positions(docs)] = bm25
+        keyword, matched = self._keyword.scores(query, len(self.vectors), self.vectors.positions)
         if mode == "keyword":
-            matched = np.zeros(n, bool)
-            matched[self.vectors.positions(docs)] = True
             if allowed is not None:
                 matched &= allowed
             best = top_k(keyword, k, matched)

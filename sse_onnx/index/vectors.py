@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from sse_onnx.errors import IndexFormatError
+
 __all__ = ["Vectors", "dequantize", "quantize_rows"]
 
 #: The scoring graph, written by ``python -m sse_export.score_graph`` (export/score_graph.py).
@@ -119,8 +121,20 @@ class Vectors:
         self._count = kept
 
     def positions(self, docs: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-        """Where each of ``docs`` (all held) sits among the rows."""
-        return np.searchsorted(self.docs[: self._count], docs)
+        """Where each of ``docs`` sits among the rows.
+
+        Raises:
+            IndexFormatError: if a document is not held (the file's full-text index names a
+                document its table does not hold: it is damaged).
+        """
+        held = self.docs[: self._count]
+        at = np.searchsorted(held, docs)
+        if len(at) and (at.max() >= len(held) or not np.array_equal(held[at], docs)):
+            raise IndexFormatError(
+                "The index's full-text part names documents its table does not hold; the file "
+                "is damaged. Build the index again from its texts."
+            )
+        return at
 
     def cosines(self, queries: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``(m, n)`` cosines of unit ``queries`` against every row held."""
