@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import statistics
@@ -32,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -40,13 +40,10 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
 from sse_export import export
-from sse_export.evaluate import RetrievalData, default_data_dir, load_named
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 
 logger = logging.getLogger("alternatives")
 
-README = Path(__file__).resolve().parent / "README.md"
-BEGIN, END = "<!-- alternatives:begin -->", "<!-- alternatives:end -->"
 BATCH = 32
 BUDGETS = (1024, 2048, 4096, 8192, 32768)
 QUERY = "what is the role of apoptosis in cancer"
@@ -192,11 +189,22 @@ def measure(
     return len(corpus.lengths) / statistics.median(times[1:]), single_us, out
 
 
+#: Session options of the MatMul graph, one change at a time from onnxruntime's defaults.
+OPTION_CHANGES: dict[str, dict[str, Any]] = {
+    "onnxruntime defaults (ENABLE_ALL, arena, memory pattern, spinning)": {},
+    "graph optimization BASIC": {"opt": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC},
+    "graph optimization off": {"opt": ort.GraphOptimizationLevel.ORT_DISABLE_ALL},
+    "CPU memory arena off": {"arena": False},
+    "memory pattern off": {"pattern": False},
+    "allow_spinning off": {"spin": "0"},
+    "Encoder: spinning off": {"spin": "0"},
+    "2 threads, onnxruntime defaults": {"threads": 2},
+    "2 threads, Encoder settings": {"threads": 2, "spin": "0"},
+}
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    root = Path(args.data) if args.data else default_data_dir()
-    data = load_named("scifact", root)
-    if not isinstance(data, RetrievalData):
-        raise SystemExit(f"SciFact was not found under {root}; pass --data or set $SSE_DATA.")
+    data = harness.scifact(args.data)
     with tempfile.TemporaryDirectory(prefix="sse-alternatives-") as tmp:
         export(args.model, output=tmp, dim=256, variants=["int8"], report=False)
         model_path = str(Path(tmp) / fmt.VARIANT_FILES["int8"])
@@ -205,85 +213,80 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         hf.no_truncation()
         corpus = Corpus([e.ids for e in hf.encode_batch(data.doc_texts, add_special_tokens=False)])
         query = np.array([hf.encode(QUERY, add_special_tokens=False).ids], dtype=np.int64)
-        query_feeds = {fmt.INPUT_IDS: query, fmt.ATTENTION_MASK: np.ones_like(query)}
-        now = onnx.load(model_path)
-        graphs: dict[str, Any] = {
-            "padded, Mul + ReduceSum (before)": masked_sum_graph(now, "reducesum"),
-            "padded, MatMul (now)": now,
-            "flat ids + ScatterND add": masked_sum_graph(now, "scatter"),
-        }
-        reference = None
-        graph_rows = []
-        for name, model in graphs.items():
-            sess = session(model.SerializeToString())
-            output = fmt.SENTENCE_EMBEDDING if name.endswith("(now)") else "out"
-            if name.startswith("flat"):
-
-                def run(rows: Any, s: Any = sess, o: str = "out") -> Any:
-                    return s.run([o], corpus.segments(rows))[0]
-
-                one = {
-                    "ids": query[0],
-                    "segment": np.zeros((query.size, 1), np.int64),
-                    "lengths": np.array([query.size]),
-                }
-            else:
-
-                def run(rows: Any, s: Any = sess, o: str = output) -> Any:
-                    return s.run([o], corpus.padded(rows))[0]
-
-                one = query_feeds
-            single_output = "out" if output == "out" else fmt.SENTENCE_EMBEDDING
-            for budget in args.budgets:
-                docs_s, single_us, out = measure(
-                    run,
-                    corpus,
-                    budget,
-                    functools.partial(sess.run, [single_output], one),
-                    args.repeats,
-                )
-                if reference is None:
-                    reference = out
-                diff = float(np.abs(out - reference).max())
-                if diff > 1e-4:
-                    raise SystemExit(f"{name} at budget {budget} differs by {diff:.2e}")
-                logger.info("%s budget %d: %.0f docs/s, %.1f us", name, budget, docs_s, single_us)
-                graph_rows.append(
-                    {"graph": name, "budget": budget, "docs_per_s": docs_s, "single_us": single_us}
-                )
-        option_rows = []
-        changes: dict[str, dict[str, Any]] = {
-            "onnxruntime defaults (ENABLE_ALL, arena, memory pattern, spinning)": {},
-            "graph optimization BASIC": {"opt": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC},
-            "graph optimization off": {"opt": ort.GraphOptimizationLevel.ORT_DISABLE_ALL},
-            "CPU memory arena off": {"arena": False},
-            "memory pattern off": {"pattern": False},
-            "allow_spinning off": {"spin": "0"},
-            "Encoder: spinning off": {"spin": "0"},
-            "2 threads, onnxruntime defaults": {"threads": 2},
-            "2 threads, Encoder settings": {"threads": 2, "spin": "0"},
-        }
-        for name, options in changes.items():
-            sess = session(model_path, **options)
-
-            def run_now(rows: Any, s: Any = sess) -> Any:
-                return s.run([fmt.SENTENCE_EMBEDDING], corpus.padded(rows))[0]
-
-            docs_s, single_us, _ = measure(
-                run_now,
-                corpus,
-                4096,
-                functools.partial(sess.run, [fmt.SENTENCE_EMBEDDING], query_feeds),
-                args.repeats,
-            )
-            logger.info("%s: %.0f docs/s, %.1f us", name, docs_s, single_us)
-            option_rows.append({"options": name, "docs_per_s": docs_s, "single_us": single_us})
+        graph_rows = measure_graphs(onnx.load(model_path), corpus, query, args)
+        option_rows = measure_options(model_path, corpus, query, args.repeats)
     return {
         "load_average": os.getloadavg(),
         "docs": len(corpus.lengths),
         "graphs": graph_rows,
         "session_options": option_rows,
     }
+
+
+def query_feeds(query: Ids) -> dict[str, Ids]:
+    return {fmt.INPUT_IDS: query, fmt.ATTENTION_MASK: np.ones_like(query)}
+
+
+def graph_calls(
+    name: str, sess: Any, corpus: Corpus, query: Ids
+) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
+    """A graph's call on a batch of corpus rows, and its call on the query."""
+    if name.startswith("flat"):
+        one = {
+            "ids": query[0],
+            "segment": np.zeros((query.size, 1), np.int64),
+            "lengths": np.array([query.size]),
+        }
+        return (
+            lambda rows: sess.run(["out"], corpus.segments(rows))[0],
+            functools.partial(sess.run, ["out"], one),
+        )
+    output = fmt.SENTENCE_EMBEDDING if name.endswith("(now)") else "out"
+    return (
+        lambda rows: sess.run([output], corpus.padded(rows))[0],
+        functools.partial(sess.run, [output], query_feeds(query)),
+    )
+
+
+def measure_graphs(
+    now: Any, corpus: Corpus, query: Ids, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Each graph formulation at each token budget, checked against the first one measured."""
+    graphs: dict[str, Any] = {
+        "padded, Mul + ReduceSum (before)": masked_sum_graph(now, "reducesum"),
+        "padded, MatMul (now)": now,
+        "flat ids + ScatterND add": masked_sum_graph(now, "scatter"),
+    }
+    reference = None
+    rows = []
+    for name, model in graphs.items():
+        run, single = graph_calls(name, session(model.SerializeToString()), corpus, query)
+        for budget in args.budgets:
+            docs_s, single_us, out = measure(run, corpus, budget, single, args.repeats)
+            if reference is None:
+                reference = out
+            diff = float(np.abs(out - reference).max())
+            if diff > 1e-4:
+                raise SystemExit(f"{name} at budget {budget} differs by {diff:.2e}")
+            logger.info("%s budget %d: %.0f docs/s, %.1f us", name, budget, docs_s, single_us)
+            rows.append(
+                {"graph": name, "budget": budget, "docs_per_s": docs_s, "single_us": single_us}
+            )
+    return rows
+
+
+def measure_options(
+    model_path: str, corpus: Corpus, query: Ids, repeats: int
+) -> list[dict[str, Any]]:
+    """The MatMul graph at budget 4096 under each of :data:`OPTION_CHANGES`."""
+    rows = []
+    for name, options in OPTION_CHANGES.items():
+        sess = session(model_path, **options)
+        run, single = graph_calls("padded, MatMul (now)", sess, corpus, query)
+        docs_s, single_us, _ = measure(run, corpus, 4096, single, repeats)
+        logger.info("%s: %.0f docs/s, %.1f us", name, docs_s, single_us)
+        rows.append({"options": name, "docs_per_s": docs_s, "single_us": single_us})
+    return rows
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -309,27 +312,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", default=None)
+    harness.setup_logging()
+    parser = harness.parser(__doc__, model=True, data=True)
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args(argv)
     results = run_all(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "alternatives.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)
-    (out / "alternatives.md").write_text(table, encoding="utf-8")
-    if not args.no_readme:
-        text = README.read_text(encoding="utf-8")
-        head, rest = text.split(BEGIN, 1)
-        README.write_text(
-            head + BEGIN + "\n" + table + END + rest.split(END, 1)[1], encoding="utf-8"
-        )
+    harness.write_results(args.out, "alternatives", results, table)
     print(table)
     return 0
 

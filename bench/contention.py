@@ -19,20 +19,18 @@ GIL and takes it back, waiting whenever the other thread holds it).
 
 Usage::
 
-    python bench/contention.py [--data DIR] [--rounds 5] [--docs N]
+    python bench/contention.py [--data DIR] [--rounds 5] [--docs N] [--write [--out DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+import harness
 import numpy as np
 
-from sse_export.evaluate import RetrievalData, default_data_dir, load_named
 from sse_onnx import Encoder
 from sse_onnx.encoder import BLOCK_TEXTS
 
@@ -48,30 +46,27 @@ def lowest_ms(call: Callable[[], object], rounds: int) -> float:
     return best * 1e3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="evaluation data folder")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--docs", type=int, default=None, help="the first N documents only")
-    args = parser.parse_args()
-    data = load_named("scifact", default_data_dir() if args.data is None else args.data)
-    if not isinstance(data, RetrievalData):
-        raise SystemExit("SciFact was not found; pass --data (python bench/get_data.py DIR).")
-    texts = data.doc_texts[: args.docs]
-    encoder = Encoder(threads=1)
-    encoder.encode(texts)  # the chunk cache warm, as in a long job
+def stages(encoder: Encoder, texts: list[str]) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The two stages of ``encode`` over ``texts``, block by block, through the encoder's
+    public seam: tokenize and plan every block; make the graph calls of every block."""
     starts = range(0, len(texts), BLOCK_TEXTS)
-    plans = [encoder._plan(*encoder._tokenize_block(texts, s), BATCH) for s in starts]
+    plans = [encoder.plan(*encoder.tokenize(texts[s : s + BLOCK_TEXTS]), BATCH) for s in starts]
     out = np.empty((len(texts), encoder.dim), dtype=np.float32)
 
     def prepare() -> None:
         for start in starts:
-            encoder._plan(*encoder._tokenize_block(texts, start), BATCH)
+            encoder.plan(*encoder.tokenize(texts[start : start + BLOCK_TEXTS]), BATCH)
 
     def run() -> None:
         for start, plan in zip(starts, plans, strict=True):
-            encoder._run_plan(plan, out[start : start + plan.texts])
+            encoder.run(plan, out[start : start + plan.texts])
 
+    return prepare, run
+
+
+def memory_loads() -> tuple[Callable[[], None], Callable[[], None]]:
+    """Numpy work that competes for the memory system only: a 32 MB stream of arithmetic,
+    and random gathers of 32-byte rows from a 32 MB table."""
     source = np.ones(1 << 23, dtype=np.float32)
     target = np.empty_like(source)
     rng = np.random.default_rng(0)
@@ -85,27 +80,57 @@ def main() -> None:
     def gathers() -> None:
         table.take(rows, axis=0)
 
-    print(f"SciFact: {len(texts)} documents, blocks of {BLOCK_TEXTS}, lowest of {args.rounds}")
-    print("| stage | alone ms | beside the other stage | beside a numpy stream | beside gathers |")
-    print("|---|---|---|---|---|")
+    return stream, gathers
+
+
+def beside(stage: Callable[[], None], background: Callable[[], None], rounds: int) -> float:
+    """The lowest time of ``stage`` while ``background`` loops on another thread."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            background()
+
+    helper = threading.Thread(target=loop, daemon=True)
+    helper.start()
+    time.sleep(0.05)
+    try:
+        return lowest_ms(stage, rounds)
+    finally:
+        stop.set()
+        helper.join()
+
+
+def main() -> None:
+    parser = harness.parser(__doc__, out=harness.RESULTS, data=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--docs", type=int, default=None, help="the first N documents only")
+    parser.add_argument(
+        "--write", action="store_true", help="also write OUT/contention.json and .md"
+    )
+    args = parser.parse_args()
+    texts = harness.scifact(args.data).doc_texts[: args.docs]
+    encoder = Encoder(threads=1)
+    encoder.encode(texts)  # the chunk cache warm, as in a long job
+    prepare, run = stages(encoder, texts)
+    stream, gathers = memory_loads()
+    lines = [
+        f"SciFact: {len(texts)} documents, blocks of {BLOCK_TEXTS}, lowest of {args.rounds}",
+        "| stage | alone ms | beside the other stage | beside a numpy stream | beside gathers |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    rows: dict[str, list[float]] = {}
     for name, stage, other in (("prepare", prepare, run), ("run", run, prepare)):
-        row = [lowest_ms(stage, args.rounds)]
-        for background in (other, stream, gathers):
-            stop = threading.Event()
-
-            def loop(work: Callable[[], None] = background, stop: threading.Event = stop) -> None:
-                while not stop.is_set():
-                    work()
-
-            helper = threading.Thread(target=loop, daemon=True)
-            helper.start()
-            time.sleep(0.05)
-            row.append(lowest_ms(stage, args.rounds))
-            stop.set()
-            helper.join()
-        alone, *loaded = row
+        alone = lowest_ms(stage, args.rounds)
+        loaded = [beside(stage, load, args.rounds) for load in (other, stream, gathers)]
+        rows[name] = [alone, *loaded]
         cells = " | ".join(f"{ms:.1f} ({ms / alone:.2f}x)" for ms in loaded)
-        print(f"| {name} | {alone:.1f} | {cells} |")
+        lines.append(f"| {name} | {alone:.1f} | {cells} |")
+        print(lines[-1], flush=True)
+    if args.write:
+        results = {"environment": harness.environment(), "docs": len(texts), "ms": rows}
+        harness.write_results(args.out, "contention", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

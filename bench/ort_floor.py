@@ -9,21 +9,21 @@ reported, as the least disturbed by other load).
 
 Usage::
 
-    python bench/ort_floor.py [MODEL_DIR]    # default: the bundled model
+    python bench/ort_floor.py [MODEL_DIR] [--write]    # default: the bundled model
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
+import harness
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from sse_onnx import Encoder
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.embeddings import normalize
 
 QUERY = "what causes heart disease in older adults"
@@ -41,16 +41,17 @@ def p50_us(call: Callable[[], object], runs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, out=harness.RESULTS)
     parser.add_argument("model", nargs="?", help="exported folder (default: bundled model)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=4000)
+    parser.add_argument("--write", action="store_true", help="also write OUT/ort_floor.json, .md")
     args = parser.parse_args()
 
     encoder = Encoder(args.model, threads=1)
-    ids = encoder._tokenizer.encode_one(QUERY)[None]
+    ids = encoder.tokenizer.encode_one(QUERY)[None]
     feeds = {fmt.INPUT_IDS: ids, fmt.ATTENTION_MASK: np.ones_like(ids)}
-    model = encoder._session
+    model = encoder.session
     identity = helper.make_model(
         helper.make_graph(
             [helper.make_node("Identity", [fmt.INPUT_IDS], ["out"])],
@@ -84,9 +85,15 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, call in calls.items():
             medians[name].append(p50_us(call, args.runs))
-    print(f"query {QUERY!r}: {ids.shape[1]} tokens; p50 us, lowest of {args.rounds} rounds")
-    for name, values in medians.items():
-        print(f"{name:40s} {min(values):7.1f}")
+    lowest = {name: min(values) for name, values in medians.items()}
+    lines = [
+        f"query {QUERY!r}: {ids.shape[1]} tokens; p50 us, lowest of {args.rounds} rounds",
+        *(f"{name:40s} {us:7.1f}" for name, us in lowest.items()),
+    ]
+    print("\n".join(lines))
+    if args.write:
+        results = {"environment": harness.environment(), "query": QUERY, "p50_us": lowest}
+        harness.write_results(args.out, "ort_floor", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import json
+import importlib
 import logging
 import sys
 import tempfile
@@ -25,7 +24,10 @@ from pathlib import Path
 from sse_export import export
 from sse_export.evaluate import default_data_dir
 from sse_export.report import RETRIEVAL_SETS, QualityRow, format_markdown
-from sse_onnx.format import VARIANT_FILES
+from sse_onnx.folder import VARIANT_FILES
+
+# bench/ is on sys.path as `python bench/quality.py`; `python -m bench.quality` runs from the root.
+harness = importlib.import_module("bench.harness" if __package__ else "harness")
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,25 +83,22 @@ def plot(rows: Sequence[QualityRow], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__, out=harness.RESULTS)
     parser.add_argument("--checkpoint", help="SSE checkpoint folder (default: bundled default)")
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 128, 64, 32])
     parser.add_argument(
         "--variants", nargs="+", default=list(VARIANT_FILES), choices=sorted(VARIANT_FILES)
     )
     parser.add_argument("--eval-data", type=Path, default=default_data_dir())
-    parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    harness.setup_logging("%(message)s")
     if not (args.eval_data / "retrieval").is_dir():
         print(f"No evaluation data under {args.eval_data}; set SSE_DATA.", file=sys.stderr)
         return 1
     rows = measure(args.checkpoint, args.dims, args.variants, args.eval_data)
-    args.out.mkdir(parents=True, exist_ok=True)
     data = [{**asdict(row), "ndcg_delta": row.ndcg_delta} for row in rows]
-    (args.out / "quality.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     table = format_markdown(rows)
-    (args.out / "quality.md").write_text(table + "\n", encoding="utf-8")
+    harness.write_results(args.out, "quality", data, table + "\n")
     plot(rows, args.out / "quality.png")
     print(table)
     print(f"\nWritten to {args.out}: quality.json, quality.md, quality.png")

@@ -1,13 +1,14 @@
 """Which onnxruntime releases run which model files: the compatibility matrix of INTEGRATION.md.
 
-Every variant of a folder, as ``.onnx`` and as ``.ort`` (converted here by the running
-onnxruntime's own converter, as ``sse-export --target mobile`` does), is loaded by each
-runtime asked for and run on the adversarial set's ids (one text per call); a cell is the max
-abs diff of the normalised ``sentence_embedding`` from the running Python onnxruntime on the
-``.onnx`` file (marked when beyond the exporter's bounds: 1e-5 under 1,000 tokens, 1e-4 for
-the 20,000-token text), or the error the runtime gave. Runtimes: Python interpreters given
-with ``--python`` (e.g. throwaway virtualenvs of older onnxruntime wheels) and, with
-``--packages``, onnxruntime-node and onnxruntime-web (WebAssembly) in Node. Usage::
+Every variant of a folder, as ``.onnx`` and as ``.ort`` (converted by the running
+onnxruntime's own converter through ``sse_export.mobile.convert_to_ort``, as ``sse-export
+--target mobile`` does), is loaded by each runtime asked for and run on the adversarial set's
+ids (one text per call); a cell is the max abs diff of the normalised ``sentence_embedding``
+from the running Python onnxruntime on the ``.onnx`` file (marked when beyond the exporter's
+bounds: 1e-5 under 1,000 tokens, 1e-4 for the 20,000-token text), or the error the runtime
+gave. Runtimes: Python interpreters given with ``--python`` (e.g. throwaway virtualenvs of
+older onnxruntime wheels) and, with ``--packages``, onnxruntime-node and onnxruntime-web
+(WebAssembly) in Node. Usage::
 
     sse-export --dim 256 --variants int8 fp32 fp16 int4 int4_block int8_dynamic \\
         uint8_dynamic --target web --output sse-all
@@ -20,17 +21,14 @@ Writes ``runtimes.json`` and ``runtimes.md`` into ``--out`` (default bench/resul
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -123,33 +121,16 @@ def unit(rows: Any) -> npt.NDArray[np.float64]:
     return out
 
 
-def convert_to_ort(files: list[Path], folder: Path) -> list[Path]:
-    """The ``.ort`` of each file, by the running onnxruntime's converter (Fixed style)."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle,
-        convert_onnx_models_to_ort,
-    )
-
-    with tempfile.TemporaryDirectory(prefix="sse-ort-") as staging:
-        for file in files:
-            shutil.copyfile(file, Path(staging, file.name))
-        with contextlib.redirect_stdout(io.StringIO()):
-            convert_onnx_models_to_ort(
-                Path(staging), output_dir=folder, optimization_styles=[OptimizationStyle.Fixed]
-            )
-    return [folder / (file.stem + ".ort") for file in files]
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, out=harness.RESULTS)
     parser.add_argument("--folder", type=Path, required=True, help="an export with variants")
     parser.add_argument("--python", nargs="*", default=[], help="other Python interpreters")
     parser.add_argument("--packages", type=Path, help="folder whose node_modules holds them")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
     from sse_export.adversarial import adversarial_texts
-    from sse_onnx import format as fmt
+    from sse_export.mobile import convert_to_ort
+    from sse_onnx import folder as fmt
 
     manifest = fmt.read_manifest(args.folder)
     onnx_files = {v: args.folder / e.file for v, e in manifest.variants.items()}
@@ -215,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells": cells,
         "load_ms": loads,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runtimes.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
-    (args.out / "runtimes.md").write_text(markdown(summary), encoding="utf-8")
+    harness.write_results(args.out, "runtimes", summary, markdown(summary))
     print(markdown(summary))
     return 0
 

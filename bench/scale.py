@@ -56,8 +56,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from sse_onnx import Encoder, corpus
-from sse_onnx.corpus import SHARD_DOCS, CorpusEmbedder, embed_corpus
+from sse_onnx import Encoder
+from sse_onnx.corpus import SHARD_DOCS, CorpusEmbedder, embed_corpus, parquet, progress
 from sse_onnx.embeddings import Precision
 from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL
 from sse_onnx.tokenizer import TextTokenizer
@@ -110,7 +110,7 @@ def plain(texts: list[str], threads: int, repeats: int) -> tuple[dict[str, Any],
 def batch_times() -> Iterator[list[tuple[float, int]]]:
     """Record (time, documents so far) at each batch the driver writes."""
     marks: list[tuple[float, int]] = []
-    original = corpus._progress
+    original = progress.progress_bar
 
     @contextmanager
     def recording(show: bool) -> Iterator[Callable[[int, int], None]]:
@@ -123,11 +123,11 @@ def batch_times() -> Iterator[list[tuple[float, int]]]:
 
         yield advance
 
-    corpus._progress = recording
+    progress.progress_bar = recording
     try:
         yield marks
     finally:
-        corpus._progress = original
+        progress.progress_bar = original
 
 
 def on_ray(
@@ -177,7 +177,7 @@ def writer_docs_per_s(work: Path, repeats: int) -> float:
     )
     rates = []
     for _ in range(repeats):
-        writer = corpus._parquet_writer(work / "writer.parquet", table.schema)
+        writer = parquet.parquet_writer(work / "writer.parquet", table.schema)
         started = time.perf_counter()
         for _ in range(64):  # one row group of 64 MiB, as _write buffers it
             writer.write_table(table)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -42,9 +43,8 @@ from onnx import TensorProto, helper
 from tokenizers import Tokenizer
 
 from sse_export.adversarial import adversarial_texts
-from sse_export.evaluate import RetrievalData, default_data_dir, load_named
 from sse_onnx import Encoder
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.encoder import DEFAULT_MODEL
 
 logger = logging.getLogger("tokenizer_in_graph")
@@ -205,10 +205,7 @@ def measure(
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    root = Path(args.data) if args.data else default_data_dir()
-    data = load_named("scifact", root)
-    if not isinstance(data, RetrievalData):
-        raise SystemExit(f"SciFact was not found under {root}; pass --data or set $SSE_DATA.")
+    data = harness.scifact(args.data)
     folder = Path(args.model) if args.model else DEFAULT_MODEL
     manifest = fmt.read_manifest(folder)
     encoder = Encoder(folder, variant=manifest.default_variant, threads=1)
@@ -277,21 +274,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder for the .json and .md results")
+    harness.setup_logging()
+    parser = harness.parser(__doc__, data=True)
     parser.add_argument("--model", help="exported folder (default: the bundled default model)")
-    parser.add_argument(
-        "--data", help="evaluation data root (default: $SSE_DATA or ../shared/data)"
-    )
     args = parser.parse_args(argv)
     results = run_all(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenizer_in_graph.json").write_text(
-        json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    harness.write_results(
+        args.out, "tokenizer_in_graph", results, markdown(results), ensure_ascii=False
     )
-    (out / "tokenizer_in_graph.md").write_text(markdown(results), encoding="utf-8")
     return 0
 
 

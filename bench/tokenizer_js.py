@@ -19,7 +19,6 @@ Writes ``tokenizer_js.json`` and ``tokenizer_js.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import harness
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,20 +57,16 @@ def hf_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, out=harness.RESULTS, data=True)
     parser.add_argument("--folder", type=Path, required=True, help="a web folder")
     parser.add_argument("--packages", type=Path, required=True, help="holds node_modules")
-    parser.add_argument("--data", type=Path, help="evaluation data root")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-
-    from sse_export.evaluate import default_data_dir
 
     tokenizer_path = args.folder / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    sets = text_sets(args.data or default_data_dir())
+    sets = text_sets(harness.data_dir(args.data))
     job = {
         "tokenizer": json.loads(tokenizer_path.read_text(encoding="utf-8")),
         # What a BERT tokenizer_config.json says (the mobile bundle writes the same).
@@ -89,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )  # fmt: skip
         results = json.loads(out_path.read_text(encoding="utf-8"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tokenizer_js.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
-    (args.out / "tokenizer_js.md").write_text(markdown(results), encoding="utf-8")
+    harness.write_results(args.out, "tokenizer_js", results, markdown(results))
     print(markdown(results))
     return 0
 

@@ -26,7 +26,6 @@ Writes ``web.json`` and ``web.md`` into ``--out`` (default bench/results).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import functools
@@ -46,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
@@ -250,23 +250,18 @@ def check(name: str, run: dict[str, Any], ids: list[list[int]], reference: np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, out=harness.RESULTS, data=True)
     parser.add_argument("--folder", type=Path, required=True, help="a web folder")
     parser.add_argument("--packages", type=Path, default=ROOT / "tests" / "web",
                         help="folder whose node_modules holds onnxruntime-node/-web")  # fmt: skip
-    parser.add_argument(
-        "--data", type=Path, help="evaluation data root (default: $SSE_DATA or ../shared/data)"
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     parser.add_argument("--screenshot", type=Path, help="write the search demo's PNG here")
     parser.add_argument("--smoke", action="store_true", help="50 queries, 300 documents")
     args = parser.parse_args(argv)
 
     from sse_export.adversarial import adversarial_texts
-    from sse_export.evaluate import default_data_dir
 
-    queries, docs, demo = load_texts(args.data or default_data_dir(), args.smoke)
+    queries, docs, demo = load_texts(harness.data_dir(args.data), args.smoke)
     texts = [text for _, text in adversarial_texts()] + queries
     tokenizer = Tokenizer.from_file(str(args.folder / "tokenizer.json"))
     tokenizer.no_padding()
@@ -340,9 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, run in runs.items()
         },
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "web.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (args.out / "web.md").write_text(markdown(summary), encoding="utf-8")
+    harness.write_results(args.out, "web", summary, markdown(summary))
     print(markdown(summary))
     failed = [name for name, diff in diffs.items() if diff > TOLERANCE]
     if (

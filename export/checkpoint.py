@@ -36,7 +36,7 @@ from sse_export import families
 from sse_export.families import DYT_KEYS, MODEL2VEC_CONFIG_FILE, MODULES_FILE, TABLE_KEY
 from sse_export.quantize import decode_sseq
 from sse_onnx.errors import CheckpointError
-from sse_onnx.format import TOKENIZER_FILE, Pooling, sha256_file
+from sse_onnx.folder import TOKENIZER_FILE, Pooling, sha256_file
 
 __all__ = [
     "LAYOUTS",
@@ -66,7 +66,7 @@ class Layout:
     Attributes:
         name: How messages name the layout.
         family: The family whose semantics an export follows, one of
-            :data:`sse_onnx.format.FAMILIES`.
+            :data:`sse_onnx.folder.FAMILIES`.
         source_format: ``"safetensors"``, or ``"sseq"`` for SSE's 4-bit files.
         files: The files read, in order; any of them present tells the layout's files, and
             the last one is the safetensors file holding ``tensors``.
@@ -150,7 +150,7 @@ class Checkpoint:
             a head.
         tokenizer_path: The checkpoint's ``tokenizer.json``.
         source_sha256: sha256 of the files read (weights, tokenizer, configs), by file name.
-        family: One of :data:`sse_onnx.format.FAMILIES`.
+        family: One of :data:`sse_onnx.folder.FAMILIES`.
         pooling: The family's rules around the mean, as the manifest records them.
     """
 

@@ -11,7 +11,7 @@ from sse_export.exporter import TARGETS, export
 from sse_export.mobile import MOBILE_VARIANTS
 from sse_export.report import REPORT_JSON, REPORT_MD, format_markdown, smallest_within_bounds
 from sse_export.validate import format_reports
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.errors import SSEError
 
 __all__ = ["main"]
@@ -27,7 +27,7 @@ examples:
       replace an earlier export, with a quality report of each variant against fp32
   sse-export --model path/to/potion-base-8M --output potion-onnx --variants fp32 int8
       a Model2Vec (or sentence-transformers StaticEmbedding) folder: the family is detected
-      and its own semantics kept (see the README's table of checkpoint families)
+      and its own semantics kept (see docs/export.md, checkpoint families)
   sse-export --dim 256 --variants int8 --target mobile --output sse-mobile
       a folder for Android and iOS apps: .ort model, operator config for a reduced
       onnxruntime, tokenizer files and INTEGRATION.md (Kotlin and Swift examples)

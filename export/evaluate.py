@@ -2,7 +2,8 @@
 
 The one home of the evaluation that the exporter's quality report, ``bench/`` and the default
 model's recipe (``models/``) use. It needs numpy only: importing it loads neither the exporter
-(torch, onnx) nor the runtime, so every one of them can import it.
+(torch, onnx) nor the runtime's onnxruntime (it normalises with :mod:`sse_onnx.embeddings`,
+numpy only), so every one of them can import it.
 
 The scoring functions take embeddings or any ``embed(texts) -> (n, dim) array`` callable, so
 the same code scores the PyTorch reference, an exported folder and the teacher. Data is read
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sse_onnx.embeddings import normalize
+
 __all__ = [
     "DATASETS",
     "DEFAULT_DATASETS",
@@ -39,7 +42,6 @@ __all__ = [
     "load_retrieval",
     "load_sts",
     "ndcg_at_k",
-    "normalize",
     "retrieval_ndcg",
     "retrieval_ndcg_from_embeddings",
     "spearman",
@@ -288,17 +290,6 @@ def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     0.9487
     """
     return float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
-
-
-def normalize(vectors: npt.NDArray[np.floating[Any]]) -> FloatArray:
-    """Rows scaled to unit L2 norm, in float32 (a zero row stays zero).
-
-    The same arithmetic as ``sse_onnx.embeddings.normalize`` (checked by the tests), restated
-    so that this module needs numpy only.
-    """
-    norms = np.sqrt(np.square(vectors).sum(axis=-1, keepdims=True))
-    out: FloatArray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return out
 
 
 def truncate(vectors: npt.NDArray[np.floating[Any]], dim: int | None) -> FloatArray:

@@ -25,7 +25,7 @@ from sse_export.quantize import decoded_table
 from sse_export.report import REPORT_JSON, REPORT_MD, QualityRow, quality_report, write_report
 from sse_export.validate import VariantReport, format_reports, validate_export
 from sse_export.web import MODULE_FILE, WEB_TOKENIZER_FILE, write_web
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.errors import CheckpointError, ParityError
 
 __all__ = ["TARGETS", "ExportResult", "export"]
@@ -105,7 +105,7 @@ def export(
             the model card and config do not say the model is Matryoshka-trained
             (:func:`sse_export.families.is_matryoshka`): then the first dims need not be a
             good embedding.
-        variants: Model files to write, from :data:`sse_onnx.format.VARIANT_FILES`.
+        variants: Model files to write, from :data:`sse_onnx.folder.VARIANT_FILES`.
         default_variant: The variant ``Encoder`` loads by default; ``None`` means the first of
             ``variants``. Never chosen from measurements, so the manifest does not depend on
             whether a quality report ran (the report names the smallest variant within its

@@ -35,7 +35,7 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from sse_onnx.errors import CheckpointError
-from sse_onnx.format import Pooling
+from sse_onnx.folder import Pooling
 
 __all__ = [
     "DYT_KEYS",

@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from sse_export.quantize import BLOCK, encode_blocks4, encode_int8_rows, encode_sseq
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 
 __all__ = ["GRAPH_VARIANTS", "IR_VERSION", "OPSET", "build_graph"]
 
@@ -208,7 +208,7 @@ def build_graph(
         producer_version: Version of the exporter, recorded in the model.
 
     Returns:
-        A checked model with the inputs and outputs named in :mod:`sse_onnx.format`.
+        A checked model with the inputs and outputs named in :mod:`sse_onnx.folder`.
     """
     if variant not in _LOOKUPS:
         raise ValueError(

@@ -8,7 +8,7 @@ onnxruntime-extensions, measured (``bench/tokenizer_in_graph.py``); it names wha
 
 from __future__ import annotations
 
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 
 __all__ = ["integration_guide"]
 

@@ -41,11 +41,18 @@ from tokenizers import Tokenizer
 
 from sse_export.adversarial import adversarial_texts
 from sse_export.integration import integration_guide
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.embeddings import normalize
 from sse_onnx.errors import ParityError, SSEError
+from sse_onnx.tokenizer import bert_wordpiece_mismatches
 
-__all__ = ["MOBILE_VARIANTS", "ORT_TOLERANCE", "check_mobile_variants", "write_bundle"]
+__all__ = [
+    "MOBILE_VARIANTS",
+    "ORT_TOLERANCE",
+    "check_mobile_variants",
+    "convert_to_ort",
+    "write_bundle",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +91,7 @@ def write_bundle(source: str | Path, bundle: str | Path) -> fmt.Manifest:
 
     Raises:
         ValueError: for a variant outside :data:`MOBILE_VARIANTS` or a tokenizer other than
-            WordPiece.
+            BERT-style WordPiece (:func:`sse_onnx.tokenizer.bert_wordpiece_mismatches`).
         SSEError: if onnxruntime's converter put a non-standard operator into a model.
         ParityError: if an ``.ort`` file's outputs differ from its ``.onnx``'s; the bundle is
             left without a manifest, so it cannot be loaded.
@@ -124,14 +131,16 @@ def write_bundle(source: str | Path, bundle: str | Path) -> fmt.Manifest:
 
 def _vocabulary(tokenizer_path: Path) -> list[str]:
     """The tokens in id order, for vocab.txt; only WordPiece (BERT-style) tokenizers."""
-    kind = json.loads(tokenizer_path.read_text(encoding="utf-8"))["model"]["type"]
-    if kind != "WordPiece":
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    mismatches = bert_wordpiece_mismatches(tokenizer)
+    if mismatches:
         raise ValueError(
-            f"{tokenizer_path} is a {kind} tokenizer; a mobile bundle is made for WordPiece "
-            "(BERT-style) tokenizers, whose app-side tokenizers INTEGRATION.md names. Export "
-            "with the default target and tokenize with a binding of Hugging Face tokenizers."
+            f"{tokenizer_path} is a {type(tokenizer.model).__name__} tokenizer; a mobile bundle "
+            "is made for WordPiece (BERT-style) tokenizers, whose app-side tokenizers "
+            f"INTEGRATION.md names, and this one has {'; '.join(mismatches)}. Export with the "
+            "default target and tokenize with a binding of Hugging Face tokenizers."
         )
-    vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab()
+    vocab = tokenizer.get_vocab()
     tokens = sorted(vocab, key=vocab.__getitem__)
     if [vocab[t] for t in tokens] != list(range(len(tokens))) or any("\n" in t for t in tokens):
         raise ValueError(
@@ -141,25 +150,41 @@ def _vocabulary(tokenizer_path: Path) -> list[str]:
     return tokens
 
 
-def _convert(source: Path, bundle: Path, variants: Iterable[str]) -> None:
-    """Run onnxruntime's converter on the variants; rewrite the config's header."""
+def convert_to_ort(files: Sequence[Path], folder: Path) -> list[Path]:
+    """Convert ``.onnx`` files to ORT format with the running onnxruntime's own converter.
+
+    The converter's "Fixed" optimization style saves the graph onnxruntime runs for the
+    ``.onnx`` file, so both give the same outputs.
+
+    Args:
+        files: The ``.onnx`` files, of distinct names.
+        folder: Where the ``.ort`` files and the converter's ``required_operators.config`` go.
+
+    Returns:
+        The ``.ort`` file of each of ``files``, in order (``model_int8.onnx`` ->
+        ``folder / "model_int8.ort"``).
+    """
     from onnxruntime.tools.convert_onnx_models_to_ort import (
         OptimizationStyle,
         convert_onnx_models_to_ort,
     )
 
-    with tempfile.TemporaryDirectory(prefix="sse-mobile-") as staging:
-        # The converter takes every .onnx file of a folder: give it exactly the variants.
-        for variant in variants:
-            shutil.copyfile(
-                source / fmt.VARIANT_FILES[variant], Path(staging, fmt.VARIANT_FILES[variant])
-            )
+    with tempfile.TemporaryDirectory(prefix="sse-ort-") as staging:
+        # The converter takes every .onnx file of a folder: give it exactly these.
+        for file in files:
+            shutil.copyfile(file, Path(staging, file.name))
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             convert_onnx_models_to_ort(
-                Path(staging), output_dir=bundle, optimization_styles=[OptimizationStyle.Fixed]
+                Path(staging), output_dir=folder, optimization_styles=[OptimizationStyle.Fixed]
             )
         logger.debug("onnxruntime's converter: %s", printed.getvalue())
+    return [folder / (file.stem + ".ort") for file in files]
+
+
+def _convert(source: Path, bundle: Path, variants: Iterable[str]) -> None:
+    """Run onnxruntime's converter on the variants; rewrite the config's header."""
+    convert_to_ort([source / fmt.VARIANT_FILES[variant] for variant in variants], bundle)
     config = bundle / fmt.REQUIRED_OPERATORS_FILE
     operators = [
         line for line in config.read_text(encoding="utf-8").splitlines() if line[:1] != "#"

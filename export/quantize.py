@@ -31,9 +31,8 @@ __all__ = [
 Array = npt.NDArray[np.float32]
 Bytes = npt.NDArray[np.uint8]
 
-#: Columns per scale of the 4-bit block scheme. Measured on a 30,522 x 256 table: 16 -> 5.9 MB,
-#: 32 -> 4.9 MB, 64 -> 4.4 MB, 128 -> 4.2 MB, with worst cosine 0.9965 / 0.9953 / 0.9946 /
-#: 0.9937; 32 is the largest block that keeps the bulk of the 16-column gain.
+#: Columns per scale of the 4-bit block scheme: the largest block that keeps the bulk of the
+#: 16-column gain in worst cosine (bench/results/constants.md).
 BLOCK = 32
 
 

@@ -24,7 +24,7 @@ from sse_export.graph import build_graph
 from sse_export.reference import SSE, reference_ids
 from sse_onnx import Encoder
 from sse_onnx.embeddings import normalize
-from sse_onnx.format import VARIANT_FILES
+from sse_onnx.folder import VARIANT_FILES
 
 __all__ = [
     "BOUNDS",

@@ -44,7 +44,8 @@ import tokenizers
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
 from sse_export.adversarial import adversarial_texts
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
+from sse_onnx.tokenizer import bert_wordpiece_mismatches
 
 __all__ = [
     "MODULE_FILE",
@@ -116,15 +117,7 @@ def web_tokenizer(tokenizer_path: str | Path) -> dict[str, Any]:
     config = json.loads(tokenizer_path.read_text(encoding="utf-8"))
     model = config.get("model") or {}
     normalizer = config.get("normalizer")
-    pre_tokenizer = config.get("pre_tokenizer")
-    problems = []
-    if model.get("type") != "WordPiece":
-        problems.append(f"model {model.get('type')!r} (needs WordPiece)")
-    if normalizer is not None and normalizer.get("type") != "BertNormalizer":
-        problems.append(f"normalizer {normalizer.get('type')!r} (needs BertNormalizer or none)")
-    if (pre_tokenizer or {}).get("type") != "BertPreTokenizer":
-        kind = (pre_tokenizer or {}).get("type")
-        problems.append(f"pre-tokenizer {kind!r} (needs BertPreTokenizer)")
+    problems = bert_wordpiece_mismatches(Tokenizer.from_file(str(tokenizer_path)))
     added = config.get("added_tokens") or []
     options = ("normalized", "lstrip", "rstrip", "single_word")
     odd = [t["content"] for t in added if any(t.get(option) for option in options)]

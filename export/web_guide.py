@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 
 __all__ = ["TESTED_PACKAGES", "web_guide"]
 

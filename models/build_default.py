@@ -36,15 +36,16 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from models.recipe_options import add_options, cli, command_options, option, recipe_from
 from models.teacher import TEACHER_PACKAGE, teacher_dir
-from sse_onnx.format import sha256_file
+from sse_onnx.folder import sha256_file
 
 logger = logging.getLogger("build_default")
 
@@ -75,12 +76,14 @@ class Recipe:
         sif_coefficient: ``c`` of the SIF weight ``c / (c + p)``; ``0`` disables the weighting.
         dyt_percentile: Percentile of ``|row|`` per dimension that sets the DyT scale ``s``.
         batch_size: Tokens per teacher forward pass.
+
+    Each field is an option of the command line (:mod:`models.recipe_options`).
     """
 
     seed: int = 0
-    pooling: Pooling = "middle"
+    pooling: Pooling = field(default="middle", metadata=cli(choices=POOLINGS))
     dim: int = 384
-    sif_coefficient: float = 3e-5
+    sif_coefficient: float = option(3e-5, help="SIF c in c/(c+p); 0 disables the token weighting")
     dyt_percentile: float = 99.0
     batch_size: int = 1024
 
@@ -236,12 +239,7 @@ def build_config(recipe: Recipe, vocab_size: int, source: Path) -> dict[str, Any
     import torch
     import transformers
 
-    defaults = asdict(Recipe())
-    options = f"--seed {recipe.seed}" + "".join(
-        f" --{key.replace('_', '-')} {value}"
-        for key, value in asdict(recipe).items()
-        if key != "seed" and value != defaults[key]
-    )
+    options = " ".join(command_options(recipe, always=("seed",)))
     return {
         "name": MODEL_NAME,
         "architecture": "SSE",
@@ -355,20 +353,9 @@ def build(output: Path, recipe: Recipe) -> dict[str, Any]:
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Recipe]:
-    defaults = Recipe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--pooling", choices=POOLINGS, default=defaults.pooling)
-    parser.add_argument("--dim", type=int, default=defaults.dim)
-    parser.add_argument(
-        "--sif-coefficient",
-        type=float,
-        default=defaults.sif_coefficient,
-        help="SIF c in c/(c+p); 0 disables the token weighting",
-    )
-    parser.add_argument("--dyt-percentile", type=float, default=defaults.dyt_percentile)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    add_options(parser, Recipe)
     args = parser.parse_args(argv)
     if args.dim < 1:
         parser.error(f"--dim must be at least 1, not {args.dim}")
@@ -376,15 +363,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Recipe]:
         parser.error(f"--dyt-percentile must be in (0, 100], not {args.dyt_percentile}")
     if args.sif_coefficient < 0 or args.batch_size < 1:
         parser.error("--sif-coefficient must be >= 0 and --batch-size >= 1")
-    recipe = Recipe(
-        seed=args.seed,
-        pooling=args.pooling,
-        dim=args.dim,
-        sif_coefficient=args.sif_coefficient,
-        dyt_percentile=args.dyt_percentile,
-        batch_size=args.batch_size,
-    )
-    return args.output, recipe
+    return args.output, recipe_from(parser, args, Recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

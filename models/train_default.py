@@ -4,7 +4,7 @@ Recipe ``sse-distill-contrastive``, version 3:
 
 1. **Per-token distillation** (``build_default.py``): every vocabulary token through the teacher,
    replaced, for the tokens seen in a seeded sample of the long training passages
-   (:func:`corpus.context_texts`), by their mean teacher output in context
+   (:func:`training_text.context_texts`), by their mean teacher output in context
    (:func:`context_blend`); PCA to 384 Matryoshka-ordered dims, Zipf/SIF weights, DyT near the
    identity. The same teacher pass gives those passages' sentence embeddings.
 2. **Sentence-level distillation**: the student (mean of token rows, then DyT) is trained so
@@ -12,14 +12,14 @@ Recipe ``sse-distill-contrastive``, version 3:
    and a seeded sample of further anchors: the teacher's time is the recipe's budget) points
    where the teacher's does, in the PCA frame of step 1, at every Matryoshka width.
 3. **Contrastive stage**: in-batch-negative ranking loss (MultipleNegativesRankingLoss) on the
-   text pairs of :mod:`corpus` (query-like anchor -> passage) in large batches, each anchor
+   text pairs of :mod:`training_text` (query-like anchor -> passage) in large batches, each anchor
    with a BM25-mined hard negative from its own source (:mod:`negatives`), weighted over the
    Matryoshka widths 384/256/128/64/32, trained jointly with the distillation loss.
 
 Model selection uses held-out training data only: anchor -> positive retrieval among the
 held-out positives of a slice of every source and of the Debian science sections, a field left
 out of training whole; no evaluation set is read. The shipped default uses only sources whose
-licence allows commercial use (``corpus.NON_COMMERCIAL`` sources are for ablations).
+licence allows commercial use (``training_text.NON_COMMERCIAL`` sources are for ablations).
 Deterministic given ``--seed`` and the software stack (one torch thread per op order; teacher
 targets and in-context token means rounded to float16).
 
@@ -45,9 +45,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models import build_default, corpus, negatives, teacher
+from models import build_default, negatives, teacher, training_text
 from models import sources as pinned
-from sse_onnx.format import sha256_file
+from models.recipe_options import add_options, cli, command_options, option, recipe_from
+from sse_onnx.folder import sha256_file
 
 logger = logging.getLogger("train_default")
 
@@ -65,44 +66,78 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Recipe:
-    """The knobs of the recipe; the defaults build the bundled model."""
+    """The knobs of the recipe; the defaults build the bundled model.
+
+    Each field is an option of the command line (:mod:`models.recipe_options`).
+    """
 
     seed: int = 0
-    sources: tuple[str, ...] = corpus.SOURCES
+    sources: tuple[str, ...] = option(training_text.SOURCES, choices=training_text.ALL_SOURCES)
     limits: dict[str, int] = field(
         default_factory=lambda: {
             "wordnet": 40_000,
             "wikipedia": 100_000,
             "tldr": 20_000,
             "trivia": 20_000,
-        }
+        },
+        metadata=cli(
+            choices=training_text.ALL_SOURCES,
+            flag="limit",
+            metavar="SOURCE=PAIRS",
+            help="pairs kept of a source after shuffling (0 keeps all), e.g. --limit wordnet=0",
+        ),
     )
     #: Share of each source's pairs held out for selection (at most HELD_OUT_MAX pairs).
-    held_out: float = 0.02
+    held_out: float = option(0.02, help="share of each source's pairs held out for selection")
     #: Stage 1 from the teacher's in-context token outputs over the long texts (see
     #: :func:`context_blend`), or from each token alone.
-    context: bool = True
-    context_shrink: float = 2.0
-    #: Long passages the teacher reads for stage 1 (and embeds for distillation).
-    context_texts: int = 16_000
-    #: Further anchors (short texts) the teacher embeds for distillation.
-    distill_anchors: int = 60_000
-    hard_negatives: bool = True
-    #: Sources whose pairs are loaded (for stage 1, the teacher targets and the held-out
-    #: slices) but not trained on: the source ablations, with everything else unchanged.
-    drop_pairs: tuple[str, ...] = ()
+    context: bool = option(
+        True,
+        help="stage 1 from each token alone, not from its outputs in the long context texts",
+    )
+    context_shrink: float = option(
+        2.0, help="a token seen n times in context gets n / (n + this) of its in-context vector"
+    )
+    context_texts: int = option(
+        16_000, help="long passages the teacher reads for stage 1 and embeds for distillation"
+    )
+    distill_anchors: int = option(
+        60_000, help="further anchors the teacher embeds for distillation"
+    )
+    hard_negatives: bool = option(
+        True, help="in-batch negatives only, no BM25-mined negative per anchor"
+    )
+    drop_pairs: tuple[str, ...] = option(
+        (),
+        choices=training_text.ALL_SOURCES,
+        help="sources whose pairs are not trained on (stage 1, the teacher targets and the "
+        "held-out slices unchanged): the source ablations",
+    )
     epochs: int = 3
     batch_size: int = 4096
     learning_rate: float = 0.01
-    contrastive_weight: float = 1.0
-    distill_weight: float = 1.0
+    contrastive_weight: float = option(
+        1.0, help="weight of the ranking loss; 0 trains with sentence-level distillation only"
+    )
+    distill_weight: float = option(
+        1.0, help="weight of the distillation loss; 0 trains with the ranking loss only"
+    )
     #: Loss weight of each width of MATRYOSHKA_DIMS; the narrow widths lose the most by
     #: truncation, so they can be given more.
-    width_weights: tuple[float, ...] = (1.0, 1.0, 1.5, 2.0, 1.5)
-    scale: float = 20.0
+    width_weights: tuple[float, ...] = option(
+        (1.0, 1.0, 1.5, 2.0, 1.5),
+        nargs=len(MATRYOSHKA_DIMS),
+        help=f"loss weight of each Matryoshka width {MATRYOSHKA_DIMS}",
+    )
+    scale: float = option(20.0, help="similarity scale of the ranking loss")
     #: The held-out set that picks the epoch, by its mean MRR at 256 and 64 dims: "both" (the
     #: mean of the source slices and the Debian science field), "domain" or "sources".
-    select: str = "both"
+    select: str = option(
+        "both",
+        choices=("both", "domain", "sources"),
+        help="held-out set that picks the epoch: the unseen Debian science field, a slice "
+        "of every training source, or the mean of both",
+    )
 
 
 HELD_OUT_MAX = 1000
@@ -163,19 +198,19 @@ def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
     """Load the pairs, hold some out, tokenize, mine hard negatives, choose the context texts."""
     debs = cache / "debs"
     if not any(debs.glob("wordnet-base_*.deb")) or not any(
-        corpus.APT_LISTS.glob("*Translation-en*")
+        training_text.APT_LISTS.glob("*Translation-en*")
     ):
-        corpus.fetch_debian_sources(debs)
-    pairs = corpus.load_pairs(data, debs, copies, recipe.sources, recipe.limits, recipe.seed)
+        training_text.fetch_debian_sources(debs)
+    pairs = training_text.load_pairs(data, debs, copies, recipe.sources, recipe.limits, recipe.seed)
     index: dict[str, int] = {}
     train: list[tuple[int, int]] = []
     sources: list[str] = []
     held_out: dict[str, list[tuple[int, int]]] = {}
     domain: list[tuple[int, int]] = []
-    by_source: dict[str, list[corpus.Pair]] = {}
+    by_source: dict[str, list[training_text.Pair]] = {}
     for pair in pairs:
         by_source.setdefault(pair.source, []).append(pair)
-    train_pairs: list[corpus.Pair] = []
+    train_pairs: list[training_text.Pair] = []
     for name, source_pairs in by_source.items():
         cut = min(int(len(source_pairs) * recipe.held_out), HELD_OUT_MAX)
         for n, pair in enumerate(source_pairs):
@@ -183,7 +218,7 @@ def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
                 index.setdefault(pair.anchor, len(index)),
                 index.setdefault(pair.positive, len(index)),
             )
-            if name == corpus.DOMAIN_SOURCE:
+            if name == training_text.DOMAIN_SOURCE:
                 domain.append(pair_ids)
             elif n < cut:
                 held_out.setdefault(name, []).append(pair_ids)
@@ -199,7 +234,7 @@ def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
     triples[:, :2] = train
     if recipe.hard_negatives:
         triples[:, 2] = _hard_negatives(triples, sources, texts, ids, recipe.seed)
-    context = corpus.context_texts(train_pairs, recipe.context_texts, recipe.seed)
+    context = training_text.context_texts(train_pairs, recipe.context_texts, recipe.seed)
     return Split(triples, sources, held_out, domain, texts, ids, context)
 
 
@@ -525,10 +560,8 @@ def train(
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Recipe]:
-    defaults = Recipe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data", help="evaluation data root"
     )
@@ -545,114 +578,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Rec
         default=ROOT / ".cache" / "train",
         help="folder for downloads, teacher targets and token vectors (reused across runs)",
     )
-    parser.add_argument(
-        "--sources",
-        nargs="+",
-        choices=corpus.ALL_SOURCES,
-        default=list(defaults.sources),
-    )
-    parser.add_argument(
-        "--context-texts",
-        type=int,
-        default=defaults.context_texts,
-        help="long passages the teacher reads for stage 1 and embeds for distillation",
-    )
-    parser.add_argument(
-        "--distill-anchors",
-        type=int,
-        default=defaults.distill_anchors,
-        help="further anchors the teacher embeds for distillation",
-    )
-    parser.add_argument(
-        "--no-hard-negatives",
-        dest="hard_negatives",
-        action="store_false",
-        help="in-batch negatives only, no BM25-mined negative per anchor",
-    )
-    parser.add_argument(
-        "--drop-pairs",
-        nargs="+",
-        choices=corpus.ALL_SOURCES,
-        default=list(defaults.drop_pairs),
-        help="sources whose pairs are not trained on (stage 1, the teacher targets and the "
-        "held-out slices unchanged): the source ablations",
-    )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument(
-        "--contrastive-weight",
-        type=float,
-        default=defaults.contrastive_weight,
-        help="weight of the ranking loss; 0 trains with sentence-level distillation only",
-    )
-    parser.add_argument(
-        "--distill-weight",
-        type=float,
-        default=defaults.distill_weight,
-        help="weight of the distillation loss; 0 trains with the ranking loss only",
-    )
-    parser.add_argument(
-        "--width-weights",
-        type=float,
-        nargs=len(MATRYOSHKA_DIMS),
-        default=list(defaults.width_weights),
-        help=f"loss weight of each Matryoshka width {MATRYOSHKA_DIMS}",
-    )
-    parser.add_argument(
-        "--no-context",
-        dest="context",
-        action="store_false",
-        help="stage 1 from each token alone, not from its outputs in the long context texts",
-    )
-    parser.add_argument(
-        "--context-shrink",
-        type=float,
-        default=defaults.context_shrink,
-        help="a token seen n times in context gets n / (n + this) of its in-context vector",
-    )
-    parser.add_argument(
-        "--select",
-        choices=("both", "domain", "sources"),
-        default=defaults.select,
-        help="held-out set that picks the epoch: the unseen Debian science field, a slice "
-        "of every training source, or the mean of both",
-    )
-    parser.add_argument(
-        "--limit",
-        nargs="+",
-        default=[],
-        metavar="SOURCE=PAIRS",
-        help="pairs kept of a source after shuffling (0 keeps all), e.g. --limit wordnet=0",
-    )
+    add_options(parser, Recipe)
     args = parser.parse_args(argv)
-    limits = dict(defaults.limits)
-    for item in args.limit:
-        name, _, count = item.partition("=")
-        if name not in corpus.ALL_SOURCES or not count.isdigit():
-            parser.error(
-                f"--limit takes SOURCE=PAIRS with SOURCE in {corpus.ALL_SOURCES}: {item!r}"
-            )
-        limits[name] = int(count)
-    recipe = Recipe(
-        seed=args.seed,
-        sources=tuple(args.sources),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        contrastive_weight=args.contrastive_weight,
-        distill_weight=args.distill_weight,
-        width_weights=tuple(args.width_weights),
-        context=args.context,
-        context_shrink=args.context_shrink,
-        context_texts=args.context_texts,
-        distill_anchors=args.distill_anchors,
-        hard_negatives=args.hard_negatives,
-        drop_pairs=tuple(args.drop_pairs),
-        select=args.select,
-        limits=limits,
-    )
-    return args.output, args.data, args.copies, args.cache, recipe
+    return args.output, args.data, args.copies, args.cache, recipe_from(parser, args, Recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -682,18 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def recipe_command(recipe: Recipe) -> str:
     """The command line that builds ``recipe``: the options that differ from the defaults."""
-    defaults = asdict(Recipe())
-    options = []
-    for key, value in asdict(recipe).items():
-        if key == "limits":
-            changed = [f"{name}={n}" for name, n in value.items() if n != defaults[key].get(name)]
-            options += [f" --limit {' '.join(changed)}"] if changed else []
-        elif isinstance(value, bool):
-            options += [] if value == defaults[key] else [f" --no-{key.replace('_', '-')}"]
-        elif value != defaults[key]:
-            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            options.append(f" --{key.replace('_', '-')} {shown}")
-    return "python -m models.train_default --output models/default" + "".join(options)
+    options = "".join(f" {option}" for option in command_options(recipe))
+    return "python -m models.train_default --output models/default" + options
 
 
 def build_config(
@@ -734,20 +652,20 @@ def build_config(
             name: {
                 "train_pairs": count,
                 "held_out_pairs": len(split.held_out.get(name, [])),
-                "licence": corpus.LICENCES[name],
+                "licence": training_text.LICENCES[name],
                 **(
                     {"repository": pinned.BY_NAME[name].repo, "commit": pinned.BY_NAME[name].commit}
                     if name in pinned.BY_NAME
                     else {}
                 ),
-                **({"share_alike": True} if name in corpus.SHARE_ALIKE else {}),
-                **({"non_commercial": True} if name in corpus.NON_COMMERCIAL else {}),
+                **({"share_alike": True} if name in training_text.SHARE_ALIKE else {}),
+                **({"non_commercial": True} if name in training_text.NON_COMMERCIAL else {}),
             }
             for name, count in sources.items()
         },
         "domain_held_out": {
-            "source": corpus.DOMAIN_SOURCE,
-            "sections": list(corpus.DOMAIN_SECTIONS),
+            "source": training_text.DOMAIN_SOURCE,
+            "sections": list(training_text.DOMAIN_SECTIONS),
             "pairs": len(split.domain),
         },
         "history": history,

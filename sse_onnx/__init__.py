@@ -10,11 +10,11 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from sse_onnx.embeddings import quantize, similarity
-from sse_onnx.encoder import Encoder
 from sse_onnx.errors import (
     CheckpointError,
     CorpusError,
@@ -27,6 +27,7 @@ from sse_onnx.errors import (
 )
 
 if TYPE_CHECKING:
+    from sse_onnx.encoder import Encoder
     from sse_onnx.index import Hit, Index
 
 try:
@@ -52,10 +53,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``Index`` and ``Hit`` load the search application (and sqlite3) on first use."""
-    if name in ("Index", "Hit"):
-        from sse_onnx import index
+#: Public names whose module loads on first use: the encoder brings onnxruntime and tokenizers,
+#: the search index sqlite3, so that numpy-only helpers (``sse_onnx.embeddings``) import alone.
+_LAZY = {"Encoder": "sse_onnx.encoder", "Hit": "sse_onnx.index", "Index": "sse_onnx.index"}
 
-        return getattr(index, name)
-    raise AttributeError(f"module 'sse_onnx' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """Load ``Encoder``, ``Index`` and ``Hit`` from their modules on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sse_onnx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

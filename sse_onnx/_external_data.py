@@ -72,36 +72,47 @@ def _walk(data: mmap.mmap, start: int, end: int, kind: int, depth: int, found: l
     name, external = "", False
     position = start
     while position < end:
-        key, position = _varint(data, position, end)
-        field, wire = key >> 3, key & 7
-        if field == 0:
-            raise ProtobufError(f"field number 0 at byte {position}")
-        if wire == 0:
-            value, position = _varint(data, position, end)
-            if kind == _TENSOR and field == _TENSOR_DATA_LOCATION and value == _EXTERNAL:
-                external = True
-        elif wire == 1:
-            position += 8
-        elif wire == 5:
-            position += 4
-        elif wire == 2:
-            length, position = _varint(data, position, end)
-            stop = position + length
-            if stop > end:
-                raise ProtobufError(f"a field of {length} bytes runs past its message's end")
-            if field in children:
-                _walk(data, position, stop, children[field], depth + 1, found)
-            elif kind == _TENSOR and field == _TENSOR_EXTERNAL_DATA:
-                external = True
-            elif kind == _TENSOR and field == _TENSOR_NAME:
-                name = data[position:stop].decode("utf-8", "replace")
-            position = stop
-        else:  # groups (3, 4) are not in onnx.proto; 6 and 7 do not exist
-            raise ProtobufError(f"wire type {wire} at byte {position}")
-        if position > end:
-            raise ProtobufError("a field runs past its message's end")
+        field, wire, value, position = _field(data, position, end)
+        if wire != 2:
+            located = field == _TENSOR_DATA_LOCATION and wire == 0 and value == _EXTERNAL
+            external = external or (kind == _TENSOR and located)
+        elif field in children:
+            _walk(data, position - value, position, children[field], depth + 1, found)
+        elif kind == _TENSOR and field == _TENSOR_EXTERNAL_DATA:
+            external = True
+        elif kind == _TENSOR and field == _TENSOR_NAME:
+            name = data[position - value : position].decode("utf-8", "replace")
     if external:
         found.append(name)
+
+
+def _field(data: mmap.mmap, position: int, end: int) -> tuple[int, int, int, int]:
+    """The field at ``position``: its number, its wire type, its value (a varint's value, the
+    length of a length-delimited field, else 0) and the position after it.
+
+    Raises:
+        ProtobufError: for field number 0, a wire type onnx.proto does not use, or a field that
+            runs past ``end``.
+    """
+    key, position = _varint(data, position, end)
+    field, wire = key >> 3, key & 7
+    if field == 0:
+        raise ProtobufError(f"field number 0 at byte {position}")
+    value = 0
+    if wire == 0:
+        value, position = _varint(data, position, end)
+    elif wire == 2:
+        value, position = _varint(data, position, end)
+        if position + value > end:
+            raise ProtobufError(f"a field of {value} bytes runs past its message's end")
+        position += value
+    elif wire in (1, 5):
+        position += 8 if wire == 1 else 4
+    else:  # groups (3, 4) are not in onnx.proto; 6 and 7 do not exist
+        raise ProtobufError(f"wire type {wire} at byte {position}")
+    if position > end:
+        raise ProtobufError("a field runs past its message's end")
+    return field, wire, value, position
 
 
 def _varint(data: mmap.mmap, position: int, end: int) -> tuple[int, int]:

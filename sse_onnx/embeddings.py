@@ -1,5 +1,9 @@
 """Post-processing of embeddings: L2 normalisation, precision conversion and similarity.
 
+The one home of L2 normalisation, numpy only (the package imports it without onnxruntime):
+:func:`normalize` for a new array, :func:`normalized_row` and :func:`normalize_in_place` for the
+encoder's one query and its blocks of texts; every one divides by ``max(norm, NORM_EPS)``.
+
 The conventions are sentence-transformers' (``normalize_embeddings``, ``precision``,
 ``quantize_embeddings``, ``similarity``), so results can be compared one to one.
 """
@@ -8,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -19,18 +23,21 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: torch.nn.functional.normalize's eps: a zero row stays zero rather than becoming NaN.
+NORM_EPS = 1e-12
 #: Rows normalised at a time in place: the squares of a block, not of a whole corpus.
 _NORMALIZE_ROWS = 256
 
 
-def normalize(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """L2-normalise rows as ``torch.nn.functional.normalize(eps=1e-12)`` does.
+def normalize(embeddings: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+    """L2-normalise rows as ``torch.nn.functional.normalize(eps=1e-12)`` does, in float32.
 
-    A zero row stays zero rather than becoming NaN.
+    A zero row stays zero rather than becoming NaN. Float64 rows are normalised in float64,
+    then rounded.
     """
     # What np.linalg.norm computes, without its per-call overhead (a query is one small row).
     norms = np.sqrt(np.square(embeddings).sum(axis=-1, keepdims=True))
-    np.maximum(norms, 1e-12, out=norms)
+    np.maximum(norms, NORM_EPS, out=norms)
     out: npt.NDArray[np.float32] = (embeddings / norms).astype(np.float32, copy=False)
     return out
 
@@ -43,7 +50,7 @@ def normalized_row(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     float64 square root rounded to float32 is the float32 square root (53 >= 2 * 24 + 2 bits).
     """
     norm = np.float32(math.sqrt(row.dot(row)))
-    out: npt.NDArray[np.float32] = row / (norm if norm > 1e-12 else np.float32(1e-12))
+    out: npt.NDArray[np.float32] = row / (norm if norm > NORM_EPS else np.float32(NORM_EPS))
     return out
 
 
@@ -57,7 +64,7 @@ def normalize_in_place(rows: npt.NDArray[np.float32]) -> None:
     for start in range(0, len(rows), _NORMALIZE_ROWS):
         block = rows[start : start + _NORMALIZE_ROWS]
         norms = np.sqrt(np.matmul(block[:, None, :], block[:, :, None])[:, 0])
-        np.maximum(norms, 1e-12, out=norms)
+        np.maximum(norms, NORM_EPS, out=norms)
         np.divide(block, norms, out=block)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.embeddings import (
     PRECISIONS,
     Precision,
@@ -37,17 +37,15 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats,
-#: which should stay within the CPU cache. 2^12 ran the graph alone ~10% faster (SciFact
-#: docs, 7 alternating runs), but its buffers took the peak RSS of Encoder() + the SciFact
-#: corpus on 2 threads to 62 MB, against 58 MB at 2^11.
+#: which should stay within the CPU cache; 2^12 was faster but took more peak memory
+#: (bench/results/constants.md).
 TOKEN_BUDGET = 1 << 11
 #: Token sequences longer than this are embedded in chunks whose sums are added.
 CHUNK_TOKENS = 1 << 12
 #: Texts tokenized per block; bounds the memory held by token ids of a large call while
 #: leaving enough texts to sort by length. Blocks are also the work the threads of a large
 #: call share (every thread count cuts the same blocks, so results do not depend on it).
-#: 2^8 against 2^7: SciFact docs/s 3-4 % higher, the peak RSS of Encoder() + the SciFact
-#: corpus 56.5-57 against 54 MB.
+#: 2^8 trades a little memory for docs/s against 2^7 (bench/results/constants.md).
 BLOCK_TEXTS = 1 << 8
 #: Calls with fewer texts than this run on the calling thread alone: starting threads and
 #: handing blocks between them costs more than they save on a few blocks.
@@ -60,8 +58,16 @@ Runner = Callable[[list[str], dict[str, npt.NDArray[np.int64]]], list[npt.NDArra
 _FIRST_ROW = np.zeros(1, dtype=np.intp)
 
 
-class _Plan(NamedTuple):
-    """The graph calls that embed a list of texts (see :meth:`Encoder._plan`)."""
+class Plan(NamedTuple):
+    """The graph calls that embed a block of texts (see :meth:`Encoder.plan`).
+
+    Attributes:
+        texts: How many texts the plan embeds (rows of the ``out`` that :meth:`Encoder.run`
+            fills).
+        batches: One graph call each: the rows it fills, its padded ``[batch, length]`` ids
+            and its mask.
+        long: The texts longer than :data:`CHUNK_TOKENS`, by row, with their ids.
+    """
 
     texts: int
     batches: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.bool_]]]
@@ -73,7 +79,7 @@ class Encoder:
 
     The model's family (SSE, sentence-transformers StaticEmbedding, Model2Vec) and its rules
     around the mean (truncation, skipped ids, head, normalisation) come from its manifest
-    (:class:`sse_onnx.format.Pooling`).
+    (:class:`sse_onnx.folder.Pooling`).
 
     Args:
         model: A folder written by ``sse-export``; ``None`` loads the bundled default model.
@@ -149,6 +155,112 @@ class Encoder:
     def dim(self) -> int:
         """Width of the embeddings the model produces (before ``truncate_dim``)."""
         return self.manifest.dim
+
+    # The parts and stages of ``encode`` on a list, public so that a benchmark can measure
+    # each alone (bench/contention.py, bench/speed.py); ``encode`` calls the same code.
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        """The tokenizer ``encode`` uses, with its chunk cache.
+
+        Setting it shares one tokenizer, and so one cache, among encoders of the same model
+        (its vocabulary size must be the model's).
+        """
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: TextTokenizer) -> None:
+        if tokenizer.vocab_size != self.manifest.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {tokenizer.vocab_size} tokens but the model has "
+                f"{self.manifest.vocab_size} rows; share a tokenizer among encoders of one model."
+            )
+        self._tokenizer = tokenizer
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session that runs the model's graph (CPU provider, 1 thread)."""
+        return self._session
+
+    @property
+    def graph_runner(self) -> Runner:
+        """The call every graph call of ``encode`` goes through: ``(outputs, feeds) -> arrays``.
+
+        Replacing it with a wrapper of the present one observes those calls (``bench/speed.py``
+        times the ONNX stage so); the wrapper must return what the wrapped call returns.
+        """
+        return self._graph_run
+
+    @graph_runner.setter
+    def graph_runner(self, run: Runner) -> None:
+        self._graph_run = run
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[TokenIds, TokenIds]:
+        """Stage 1 of ``encode`` on a list: the token ids of one block of texts.
+
+        Each text is cut as the model's family cuts text, then tokenized without special tokens
+        and without truncation. ``encode`` tokenizes a list in blocks of :data:`BLOCK_TEXTS`.
+
+        Args:
+            texts: At most :data:`BLOCK_TEXTS` strings.
+
+        Returns:
+            The ids of all the texts end to end, and each text's count of ids (int64).
+
+        Raises:
+            ValueError: for more than :data:`BLOCK_TEXTS` texts, or a text that is not valid
+                Unicode.
+        """
+        if len(texts) > BLOCK_TEXTS:
+            raise ValueError(
+                f"tokenize takes one block of at most {BLOCK_TEXTS} texts, not {len(texts)}; "
+                "cut the list into blocks as encode does."
+            )
+        return self._tokenize_block(list(texts), 0)
+
+    def plan(self, flat: TokenIds, lengths: TokenIds, batch_size: int = 32) -> Plan:
+        """Stage 2 of ``encode`` on a list: the graph calls that embed a tokenized block.
+
+        Each text keeps the ids its family keeps; the texts are sorted by length, cut into
+        batches of at most ``batch_size`` texts and :data:`TOKEN_BUDGET` padded tokens, and
+        padded; texts longer than :data:`CHUNK_TOKENS` are set apart, to be embedded in chunks.
+
+        Args:
+            flat: The ids of the texts end to end, as :meth:`tokenize` returns them.
+            lengths: Each text's count of ids, as :meth:`tokenize` returns them.
+            batch_size: Texts per graph call at most, as ``encode``'s.
+
+        Returns:
+            The plan, for :meth:`run`.
+
+        Raises:
+            ValueError: for a ``batch_size`` below 1.
+        """
+        _check_positive_int("batch_size", batch_size)
+        return self._plan(flat, lengths, batch_size)
+
+    def run(self, plan: Plan, out: npt.NDArray[np.float32]) -> None:
+        """Stage 3 of ``encode`` on a list: make the graph calls of a plan.
+
+        ``encode`` then L2-normalises the rows where the family does, keeps the first
+        ``truncate_dim`` columns, normalises again if ``normalize_embeddings`` and applies
+        ``precision``.
+
+        Args:
+            plan: What :meth:`plan` returns.
+            out: A float32 ``(plan.texts, dim)`` array, filled with the graph's embedding of
+                each text in the order given to :meth:`tokenize`.
+
+        Raises:
+            ValueError: if ``out`` has another shape or dtype.
+            SSEError: if onnxruntime fails.
+        """
+        if out.shape != (plan.texts, self.dim) or out.dtype != np.float32:
+            raise ValueError(
+                f"out is {out.dtype} {out.shape}; pass a float32 array of shape "
+                f"({plan.texts}, {self.dim}), one row per text of the plan."
+            )
+        self._run_plan(plan, out)
 
     def __repr__(self) -> str:
         return (
@@ -297,10 +409,10 @@ class Encoder:
         """
         starts = range(0, len(texts), BLOCK_TEXTS)
 
-        def prepare(start: int) -> tuple[int, _Plan]:
+        def prepare(start: int) -> tuple[int, Plan]:
             return start, self._plan(*self._tokenize_block(texts, start), batch_size)
 
-        def embed(block: tuple[int, _Plan]) -> None:
+        def embed(block: tuple[int, Plan]) -> None:
             start, plan = block
             self._run_plan(plan, out[start : start + plan.texts])
             advance(plan.texts)
@@ -312,9 +424,8 @@ class Encoder:
             return
         # At most workers - 1 threads tokenize and workers - 1 make graph calls at once, and
         # a block is tokenized only while no other waits for the graph: on 2 cores, one thread
-        # tokenizes while the other makes graph calls. Two graph calls at once (each thread
-        # running its own block) ran no faster but took onnxruntime's buffers, and the peak
-        # RSS, 4 MB higher in half the runs.
+        # tokenizes while the other makes graph calls. Two graph calls at once ran no faster
+        # and took more memory (bench/results/constants.md).
         slots = max(1, workers - 1)
         run_pipeline(
             starts,
@@ -335,7 +446,7 @@ class Encoder:
             raise
         return flat, lengths
 
-    def _plan(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> _Plan:
+    def _plan(self, flat: TokenIds, lengths: TokenIds, batch_size: int) -> Plan:
         """The graph calls that embed texts given as their ids end to end and counts: the
         texts sorted by length, cut into batches of at most ``batch_size`` texts and
         :data:`TOKEN_BUDGET` padded tokens, padded; and the texts longer than
@@ -345,7 +456,7 @@ class Encoder:
         lengths = self._pooling.cut_lengths(lengths)  # the family keeps a text's first ids
         ends = starts + lengths
         if len(lengths) == 1 and lengths[0] <= CHUNK_TOKENS:  # one text: no sorting, no padding
-            return _Plan(1, [(_FIRST_ROW, *self._padded(flat, starts, ends))], [])
+            return Plan(1, [(_FIRST_ROW, *self._padded(flat, starts, ends))], [])
         order = np.argsort(lengths, kind="stable")
         short = order[lengths[order] <= CHUNK_TOKENS]
         sizes = lengths[short].tolist()  # Python ints: the loop below runs per row
@@ -360,9 +471,9 @@ class Encoder:
             batches.append((rows, *self._padded(flat, starts[rows], ends[rows])))
             start = stop
         long = [(i, flat[starts[i] : ends[i]]) for i in order[lengths[order] > CHUNK_TOKENS]]
-        return _Plan(len(lengths), batches, long)
+        return Plan(len(lengths), batches, long)
 
-    def _run_plan(self, plan: _Plan, out: npt.NDArray[np.float32]) -> None:
+    def _run_plan(self, plan: Plan, out: npt.NDArray[np.float32]) -> None:
         """Fill ``out`` with the graph outputs of the texts of a plan, in their order."""
         for rows, input_ids, mask in plan.batches:
             out[rows] = self._run(self._embedding_output, input_ids, mask.astype(np.int64))[0]
@@ -471,9 +582,8 @@ def _open_session(path: Path, expected_outputs: tuple[str, ...]) -> ort.Inferenc
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Memory patterns, planned once per input shape, take ~1 us off a short query's graph
-    # call (8.9 -> 7.8 us over the SciFact queries; encode(query) p50 14.5 -> 13.9 us in
-    # alternating rounds); 9,568 distinct batch shapes added 0.2 MB of resident memory.
+    # Memory patterns, planned once per input shape, make a short query's graph call faster
+    # for little memory (bench/results/constants.md).
     options.enable_mem_pattern = True
     options.log_severity_level = 3
     try:
@@ -560,19 +670,47 @@ def _check_runs(session: ort.InferenceSession, path: Path, manifest: fmt.Manifes
 
 
 def _checked_texts(texts: object) -> list[str]:
-    if isinstance(texts, (bytes, bytearray)):
-        raise TypeError("texts is bytes; decode it first, e.g. texts.decode('utf-8').")
-    if not isinstance(texts, Sequence):
-        raise TypeError(
-            f"texts must be a string or a sequence of strings, not {type(texts).__name__}."
-        )
-    for index, text in enumerate(texts):
+    """``texts`` as a list of str: from a sequence, a 1-d numpy array or a pandas Series of str.
+
+    Raises:
+        TypeError: naming the type, or the index of the first item that is not a str.
+    """
+    items, fix = _listed_texts(texts)
+    for index, text in enumerate(items):
         if not isinstance(text, str):
             raise TypeError(
-                f"texts[{index}] is {type(text).__name__} ({text!r:.40}), not str; "
-                "pass strings only (use '' for an empty text)."
+                f"texts[{index}] is {type(text).__name__} ({text!r:.40}), not str; {fix}"
             )
-    return list(texts)
+    return items
+
+
+def _listed_texts(texts: object) -> tuple[list[Any], str]:
+    """The items of ``texts`` as a list, and how to fix one that is not a str."""
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("texts is bytes; decode it first, e.g. texts.decode('utf-8').")
+    if isinstance(texts, Sequence):
+        return list(texts), "pass strings only (use '' for an empty text)."
+    array_fix = (
+        "make every value a str first, e.g. texts.astype(str).tolist() (after texts.fillna('') "
+        "for a pandas Series with missing values)."
+    )
+    if isinstance(texts, np.ndarray):
+        if texts.ndim != 1 or texts.dtype.kind not in "UO":
+            raise TypeError(
+                f"texts is a {texts.ndim}-d numpy array of {texts.dtype}; encode takes a 1-d "
+                "array of str or a list of strings: make one with .tolist(), e.g. "
+                "texts.ravel().tolist() or texts.astype(str).tolist()."
+            )
+        return texts.tolist(), array_fix
+    tolist = getattr(texts, "tolist", None)  # a pandas Series or Index, without pandas
+    listed = tolist() if callable(tolist) else None
+    if not isinstance(listed, list):
+        raise TypeError(
+            f"texts must be a string or a sequence of strings, not {type(texts).__name__}; "
+            "pass a list of strings (a numpy array or pandas Series of str converts with "
+            ".tolist())."
+        )
+    return listed, array_fix
 
 
 def _raise_if_not_unicode(texts: Sequence[str], start: int, exc: TypeError) -> None:

@@ -62,7 +62,13 @@ from tokenizers.models import Model
 from sse_onnx.chunk_table import ChunkTable
 from sse_onnx.errors import ModelFormatError
 
-__all__ = ["CACHE_CHUNKS", "CACHE_CHUNK_CHARS", "PYTHON_WHITESPACE", "TextTokenizer"]
+__all__ = [
+    "CACHE_CHUNKS",
+    "CACHE_CHUNK_CHARS",
+    "PYTHON_WHITESPACE",
+    "TextTokenizer",
+    "bert_wordpiece_mismatches",
+]
 
 #: Texts longer than this many characters are tokenized in segments cut at spaces.
 SEGMENT_CHARS = 1 << 16
@@ -72,11 +78,7 @@ CACHE_CHUNKS = 1 << 17
 CACHE_CHUNK_CHARS = 64
 #: Lists of at least this many characters in all are looked up in the chunk table, whose
 #: numpy calls let go of the GIL; shorter ones in the dict, which is faster for them on one
-#: thread: a table lookup costs ~60 us whatever the list, then less a character than the
-#: dict. Per text, warm, one thread: SciFact queries (~90 characters) 1.30 us in the dict and
-#: 1.09 in the table for 300 of them (27,000 characters), 1.15 and 1.52 for 128; documents
-#: cut to 240 characters 2.94 and 3.15 for 64, 3.08 and 2.33 for 128; whole documents
-#: (~1,500 characters) 19.7 and 22.6 for 8, 18.5 and 15.1 for 16.
+#: thread since a table lookup has a fixed cost (bench/results/constants.md).
 TABLE_CHARS = 20_000
 #: New chunks of a list tokenized and added to the table at a time (bounds the memory of a
 #: cold call on thousands of documents).
@@ -357,17 +359,39 @@ def _is_segmentable(tokenizer: Tokenizer) -> bool:
     )
 
 
+def bert_wordpiece_mismatches(tokenizer: Tokenizer) -> list[str]:
+    """How ``tokenizer`` differs from a BERT-style WordPiece tokenizer: a ``WordPiece`` model,
+    ``BertNormalizer`` or no normalizer, ``BertPreTokenizer``.
+
+    The one rule that the runtime's ASCII fast path, the web target's JavaScript tokenizer and
+    the mobile bundle's app-side tokenizers read.
+
+    Returns:
+        One phrase per differing component (e.g. ``"model 'BPE' (needs WordPiece)"``), in
+        that order; empty for a BERT-style WordPiece tokenizer.
+    """
+    kinds = {
+        part: None if component is None else type(component).__name__
+        for part, component in (
+            ("model", tokenizer.model),
+            ("normalizer", tokenizer.normalizer),
+            ("pre-tokenizer", tokenizer.pre_tokenizer),
+        )
+    }
+    found = []
+    if kinds["model"] != "WordPiece":
+        found.append(f"model {kinds['model']!r} (needs WordPiece)")
+    if kinds["normalizer"] not in _SEGMENTABLE_NORMALIZERS:
+        found.append(f"normalizer {kinds['normalizer']!r} (needs BertNormalizer or none)")
+    if kinds["pre-tokenizer"] not in _SEGMENTABLE_PRE_TOKENIZERS:
+        found.append(f"pre-tokenizer {kinds['pre-tokenizer']!r} (needs BertPreTokenizer)")
+    return found
+
+
 def _ascii_word_model(tokenizer: Tokenizer) -> Model | None:
     """The tokenizer's WordPiece model when ASCII chunks may skip HF's normalizer and
-    pre-tokenizer (``BertNormalizer`` or none, ``BertPreTokenizer``), else ``None``."""
-    normalizer = type(tokenizer.normalizer).__name__ if tokenizer.normalizer else None
-    if (
-        type(tokenizer.model).__name__ != "WordPiece"
-        or normalizer not in _SEGMENTABLE_NORMALIZERS
-        or type(tokenizer.pre_tokenizer).__name__ not in _SEGMENTABLE_PRE_TOKENIZERS
-    ):
-        return None
-    return tokenizer.model
+    pre-tokenizer (a BERT-style WordPiece tokenizer), else ``None``."""
+    return None if bert_wordpiece_mismatches(tokenizer) else tokenizer.model
 
 
 def _deleted_separators(tokenizer: Tokenizer) -> str | None:

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from sse_export import export
 from sse_export.cli import main
 from sse_onnx import Encoder, ParityError
-from sse_onnx.format import read_manifest, sha256_file
+from sse_onnx.folder import read_manifest, sha256_file
 
 
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:

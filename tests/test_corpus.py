@@ -8,8 +8,11 @@ here with numpy.
 
 from __future__ import annotations
 
+import ast
+import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,19 +33,34 @@ ray = pytest.importorskip("ray", reason="needs the scale extra: pip install -e '
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from sse_onnx import CorpusError, Encoder, shards  # noqa: E402
-from sse_onnx import corpus as corpus_module  # noqa: E402
-from sse_onnx.corpus import METADATA_KEY, CorpusEmbedder, embed_corpus  # noqa: E402
-from sse_onnx.embed_cli import main  # noqa: E402
+import sse_onnx.corpus as sse_onnx_corpus  # noqa: E402
+from sse_onnx import CorpusError, Encoder  # noqa: E402
+from sse_onnx.corpus import (  # noqa: E402
+    METADATA_KEY,
+    CorpusEmbedder,
+    embed_corpus,
+    read_corpus,
+    shards,
+)
+from sse_onnx.corpus import job as job_module  # noqa: E402
+from sse_onnx.corpus.cli import main  # noqa: E402
 from sse_onnx.embeddings import quantize  # noqa: E402
 from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL  # noqa: E402
-from sse_onnx.format import sha256_file  # noqa: E402
+from sse_onnx.folder import sha256_file  # noqa: E402
 
 SCIFACT = EVAL_DATA / "retrieval" / "scifact" / "corpus.jsonl"
 WORDS = [
     "static", "embeddings", "are", "fast", "the", "cat", "sat", "on", "a", "mat", "3.14",
     "x=f(y)", "café", "naïve", "東京", "👩\u200d💻", "https://example.org", "corpus", "",
 ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _release_failed_jobs() -> Iterator[None]:
+    """A failed job's actors hold their CPUs until Python collects them: collect after each
+    test, so that a test of a failing job leaves the next test its workers."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +170,7 @@ def test_a_killed_worker_batch_is_run_again_without_gaps_or_duplicates(
                     os._exit(1)
             return super().__call__(batch)
 
-    monkeypatch.setattr(corpus_module, "CorpusEmbedder", DyingEmbedder)
+    monkeypatch.setattr(job_module, "CorpusEmbedder", DyingEmbedder)
     out = tmp_path / "out.parquet"
 
     summary = embed_corpus([jsonl], out, id_field="doc", workers=2, progress=False)
@@ -232,7 +250,7 @@ def test_several_parquet_files_read_on_every_run(
 
     for _ in range(10):
         monkeypatch.delitem(sys.modules, "fsspec.implementations.http", raising=False)
-        corpus_module.read_corpus([pattern])
+        read_corpus([pattern])
 
     monkeypatch.delitem(sys.modules, "fsspec.implementations.http", raising=False)
     out = tmp_path / "out.parquet"
@@ -324,8 +342,8 @@ def test_a_killed_shard_writer_is_run_again_and_row_ids_follow_the_input(
 def test_ray_workers_settle_the_import_before_they_list_files() -> None:
     """Over 200 inputs, Ray lists several per task in its workers' threads: the same race."""
     code = (
-        "import sys, ray; from sse_onnx import corpus\n"
-        "corpus._start_ray(ray, None, 1, 1)\n"
+        "import sys, ray; from sse_onnx.corpus import cluster\n"
+        "cluster.start_ray(ray, None, 1, 1)\n"
         "probe = ray.remote(lambda: 'fsspec.implementations.http' in sys.modules)\n"
         "print(ray.get(probe.options(num_cpus=0).remote())); ray.shutdown()\n"
     )
@@ -364,7 +382,7 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
     (tmp_path / "folder.parquet").mkdir()
     with pytest.raises(CorpusError, match=r"is a folder; pass a \.parquet file"):
         embed_corpus([jsonl], tmp_path / "folder.parquet")
-    with pytest.raises(CorpusError, match=r"not empty \(1 file: folder\.parquet\); pass --resume"):
+    with pytest.raises(CorpusError, match=r"not empty \(1 file: folder\.parquet\); pass resume=T"):
         embed_corpus([jsonl], tmp_path)
     with pytest.raises(ValueError, match="resume=True needs a folder output"):
         embed_corpus([jsonl], tmp_path / "x.parquet", resume=True)
@@ -381,18 +399,6 @@ def test_bad_options_fail_before_ray_starts(tmp_path: Path, jsonl: Path) -> None
         CorpusEmbedder()(pa.table({"id": [1, None], "text": ["a", "b"]}))
 
 
-def test_the_command_states_the_shard_size_of_the_module() -> None:
-    from sse_onnx import embed_cli
-
-    assert embed_cli.SHARD_DOCS == corpus_module.SHARD_DOCS
-
-
-def test_import_sse_onnx_does_not_import_ray_or_pyarrow() -> None:
-    code = "import sys, sse_onnx; print(sorted({'ray', 'pyarrow'} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
-
-
 @pytest.mark.usefixtures("local_ray")
 def test_a_null_text_stops_the_job_naming_the_document(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -407,3 +413,224 @@ def test_a_null_text_stops_the_job_naming_the_document(
     assert main([str(source), "--output", str(out), "--workers", "2", "--no-progress"]) == 1
     assert "sse-embed: error: document id='b' has no 'text' (null)" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "bad.parquet.partial").exists()
+
+
+# ------------------------------------------------------------------ what a new user hits
+
+
+def last_line(err: str) -> str:
+    """The last line of a command's stderr, after checking it printed no traceback."""
+    assert "Traceback" not in err, err[-3000:]
+    return err.strip().splitlines()[-1]
+
+
+def test_an_empty_input_is_one_error_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    out = tmp_path / "out.parquet"
+
+    assert main([str(empty), "--output", str(out), "--no-progress"]) == 1
+
+    line = last_line(capsys.readouterr().err)
+    assert line == f"sse-embed: error: input {empty} is empty: there is no document to embed."
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_an_input_of_no_documents_leaves_no_output(tmp_path: Path) -> None:
+    source = tmp_path / "none.parquet"
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), source
+    )
+    said = rf"input {re.escape(str(source))} holds no document: there is nothing to embed\.$"
+
+    with pytest.raises(CorpusError, match=said):
+        embed_corpus(source, tmp_path / "out.parquet", workers=2, progress=False)
+    with pytest.raises(CorpusError, match=said):
+        embed_corpus(source, tmp_path / "out", workers=2, progress=False)
+
+    assert not (tmp_path / "out.parquet").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["_job.json"]  # counts as empty
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_jsonl_that_is_not_utf8_is_one_line_naming_the_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "latin1.jsonl"
+    bad = '{"id": "b", "text": "café au lait"}\n'.encode("latin-1")
+    source.write_bytes(b'{"id": "a", "text": "a cat"}\n' + bad)
+    out = tmp_path / "out.parquet"
+
+    assert main([str(source), "--output", str(out), "--workers", "2", "--no-progress"]) == 1
+
+    assert last_line(capsys.readouterr().err) == (
+        f"sse-embed: error: {source} line 2 is not UTF-8 (byte 0xe9 at column "
+        f"{bad.index(0xE9) + 1}); re-encode it as UTF-8 (for example: iconv -f latin1 -t utf-8 "
+        "IN > OUT) and embed that."
+    )
+    assert not out.exists()
+    with pytest.raises(CorpusError, match=r"the 'text' of document id='b' is not UTF-8 \("):
+        CorpusEmbedder()(
+            pa.table({"id": ["b"], "text": pa.array([bad[21:30]], pa.binary())}).cast(
+                pa.schema([("id", pa.string()), ("text", pa.string())]), safe=False
+            )
+        )
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_utf8_bom_at_the_start_of_a_jsonl_file_is_skipped(tmp_path: Path) -> None:
+    source = tmp_path / "bom.jsonl"
+    lines = '{"id": "a", "text": "a cat"}\n{"id": "b", "text": "a dog"}\n'
+    source.write_bytes(b"\xef\xbb\xbf" + lines.encode())
+    out = tmp_path / "out.parquet"
+
+    embed_corpus(source, out, workers=2, progress=False)
+
+    ids, vectors, _ = read_output(out)
+    assert ids == ["a", "b"]
+    np.testing.assert_array_equal(vectors, Encoder().encode(["a cat", "a dog"]))
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_one_input_and_one_text_field_may_be_given_as_strings(
+    tmp_path: Path,
+    jsonl: Path,
+    documents: list[dict[str, str]],
+    reference: npt.NDArray[np.float32],
+) -> None:
+    out = tmp_path / "out.parquet"
+
+    embed_corpus(str(jsonl), out, text_fields="text", id_field="doc", workers=2, progress=False)
+
+    ids, vectors, metadata = read_output(out)
+    assert ids == [d["doc"] for d in documents]
+    np.testing.assert_array_equal(vectors, reference)
+    assert metadata["text_fields"] == ["text"]
+    assert CorpusEmbedder(text_fields="text").text_fields == ("text",)
+    with pytest.raises(ValueError, match=r"text_fields=\[\] must be a column name or a non-empty"):
+        CorpusEmbedder(text_fields=[])
+
+
+def test_python_errors_name_parameters_and_the_command_names_its_flags(
+    tmp_path: Path, jsonl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(CorpusError) as caught:
+        CorpusEmbedder(text_fields="body")(pa.table({"id": ["a"], "text": ["x"]}))
+    assert str(caught.value) == (
+        "the input has no column 'body' (it has ['id', 'text']); name the text column with "
+        "text_fields."
+    )
+    with pytest.raises(CorpusError, match=r"instead \(id_field=None\)\.$"):
+        CorpusEmbedder()(pa.table({"id": [1, None], "text": ["a", "b"]}))
+    (tmp_path / "notes.txt").write_text("notes")
+    with pytest.raises(CorpusError, match=r"pass resume=True to finish the job it holds"):
+        embed_corpus(jsonl, tmp_path)
+    with pytest.raises(CorpusError, match=r'pass input_format="jsonl" or input_format="parquet"'):
+        embed_corpus(tmp_path / "notes.txt", tmp_path / "out.parquet")
+
+    assert main([str(jsonl), "--output", str(tmp_path)]) == 1
+    assert "; pass --resume to finish the job it holds" in last_line(capsys.readouterr().err)
+    assert main([str(tmp_path / "notes.txt"), "--output", str(tmp_path / "out.parquet")]) == 1
+    assert last_line(capsys.readouterr().err).endswith("pass --format jsonl or --format parquet.")
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_an_existing_parquet_file_is_replaced_only_when_asked(
+    tmp_path: Path, jsonl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"precious")
+    argv = [
+        str(jsonl),
+        "--output",
+        str(out),
+        "--id-field",
+        "doc",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+
+    with pytest.raises(CorpusError, match=r"out\.parquet exists; pass overwrite=True to replace"):
+        embed_corpus(jsonl, out, id_field="doc")
+    assert main(argv) == 1
+    assert last_line(capsys.readouterr().err) == (
+        f"sse-embed: error: output {out} exists; pass --overwrite to replace it, or choose "
+        "another name."
+    )
+    assert out.read_bytes() == b"precious"
+
+    assert main([*argv, "--overwrite"]) == 0
+    assert pq.read_table(out).num_rows == 2300
+    with pytest.raises(ValueError, match=r"overwrite=True replaces a \.parquet file; a folder"):
+        embed_corpus(jsonl, tmp_path / "folder", overwrite=True)
+
+
+# ------------------------------------------------------------------------- import order
+
+#: The corpus package's modules, each importing (at load or on use) only those before it.
+LAYERS = ("options", "records", "progress", "cluster", "inputs", "embedder", "parquet", "shards",
+          "job", "cli")  # fmt: skip
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at load or in a function (``from a import b`` as ``a.b``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+
+
+def test_every_corpus_module_imports_only_the_modules_below_it() -> None:
+    package = Path(sse_onnx_corpus.__file__).parent
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*LAYERS, "__init__"])
+    for level, name in enumerate(LAYERS):
+        found = imports(package / f"{name}.py")
+        inside = {m.split(".")[2] for m in found if m.startswith("sse_onnx.corpus.")}
+        assert inside <= set(LAYERS[:level]), f"{name} imports {inside - set(LAYERS[:level])}"
+
+
+def test_the_core_imports_no_application_nor_pyarrow_nor_ray() -> None:
+    core = Path(sse_onnx_corpus.__file__).parents[1]
+    for path in sorted(core.glob("*.py")):
+        found = {m.split(".")[0] if m.startswith(("pyarrow", "ray")) else m for m in imports(path)}
+        # The package's face names Index for users (loaded on first use: test_imports.py).
+        allowed = (
+            {"sse_onnx.index.Hit", "sse_onnx.index.Index"} if path.name == "__init__.py" else set()
+        )
+        wrong = {m for m in found - allowed if m.startswith(("sse_onnx.corpus", "sse_onnx.index"))}
+        assert not wrong | (found & {"pyarrow", "ray"}), f"{path.name} imports {wrong}"
+
+
+def test_the_corpus_modules_import_in_any_order() -> None:
+    """A circle shows when one of its modules is imported first: each is, in a fresh package."""
+    code = (
+        "import importlib, sys\n"
+        f"layers = {LAYERS!r}\n"
+        "for first in layers:\n"
+        "    for name in [m for m in sys.modules if m.startswith('sse_onnx.corpus')]:\n"
+        "        del sys.modules[name]\n"
+        "    for name in (first, *reversed(layers)):\n"
+        "        importlib.import_module('sse_onnx.corpus.' + name)\n"
+        "import sse_onnx.corpus as c\n"
+        "print(sorted(n for n in c.__all__ if getattr(c, n) is None))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr[-3000:]
+
+
+def test_the_command_helps_without_pyarrow_or_ray() -> None:
+    code = (
+        "import sys\n"
+        "from sse_onnx.corpus import cli\n"
+        "cli.build_parser().format_help()\n"
+        "print(sorted({'ray', 'pyarrow'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

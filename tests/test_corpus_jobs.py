@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,11 +30,19 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 from test_corpus import WORDS, ray_temp_dir, read_folder  # noqa: E402
 
-from sse_onnx import Encoder, shards  # noqa: E402
+from sse_onnx import Encoder  # noqa: E402
+from sse_onnx.corpus import shards  # noqa: E402
+from sse_onnx.corpus.records import InputFile, JobParameters, JobRecord  # noqa: E402
 from sse_onnx.errors import CorpusError  # noqa: E402
 
 #: Documents of the killed job: 47 shards of 256, so the driver is killed well before the end.
 KILLED_JOB_DOCS = 12_000
+#: The parameters of some job, for the tests of a folder's checks.
+PARAMETERS = JobParameters(
+    model="m", model_sha256="0" * 64, tokenizer_sha256="1" * 64, variant="int8", dim=256,
+    precision="float32", text_fields=("text",), id_field="doc", shard_docs=256,
+    calibration_docs=None, input_format=None, inputs=(InputFile("docs.jsonl", 10),),
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +64,7 @@ def reference(corpus: tuple[Path, list[str], list[str]]) -> npt.NDArray[np.float
 
 
 def sse_embed(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sse_onnx.embed_cli", *args, "--no-progress"]
+    return [sys.executable, "-m", "sse_onnx.corpus.cli", *args, "--no-progress"]
 
 
 def descendants(pid: int) -> set[int]:
@@ -95,25 +104,61 @@ def free_port() -> int:
     return port
 
 
+#: A driver whose shard writers write shards 0 to KEPT_SHARDS - 1, then wait for GATE, a file no
+#: test writes: a test that kills the driver once those shards are there knows what it kills.
+KEPT_SHARDS = 3
+GATED_DRIVER = """\
+import os, sys, time
+from sse_onnx.corpus import shards
+from sse_onnx.corpus.cli import main
+
+
+class GatedWriter(shards.ShardWriter):
+    def write(self, pieces, index, start):
+        while index >= {kept} and not os.path.exists({gate!r}):
+            time.sleep(0.05)
+        return super().write(pieces, index, start)
+
+
+shards.ShardWriter = GatedWriter  # defined here, so Ray sends the class itself to its workers
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def gated_driver(gate: Path, *args: str) -> list[str]:
+    """sse-embed's main() in a process whose writers stop before shard KEPT_SHARDS."""
+    script = GATED_DRIVER.format(kept=KEPT_SHARDS, gate=str(gate))
+    return [sys.executable, "-c", script, *args, "--no-progress"]
+
+
+def wait_for_shards(driver: subprocess.Popen[bytes], out: Path, count: int) -> None:
+    """Return once ``count`` shards of ``out`` are there (renamed, so complete)."""
+    deadline = time.monotonic() + 300  # a safety net only: the shards come long before
+    while len(list(out.glob("part-*.parquet"))) < count:
+        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"fewer than {count} shards in 5 minutes"
+        time.sleep(0.05)
+
+
 def test_a_killed_driver_is_resumed_without_recomputing_its_shards(
     tmp_path: Path, corpus: tuple[Path, list[str], list[str]], reference: npt.NDArray[np.float32]
 ) -> None:
     source, ids, _ = corpus
     out = tmp_path / "out"
-    command = sse_embed(
+    args = (
         str(source), "--output", str(out), "--id-field", "doc", "--batch-size", "256",
         "--workers", "2",
     )  # fmt: skip
+    command = sse_embed(*args)
     with ray_temp_dir() as temp:
         env = {**os.environ, "RAY_TMPDIR": temp}
-        driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        driver = subprocess.Popen(
+            gated_driver(tmp_path / "gate", *args),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
         ray_processes: set[int] = set()
         try:
-            deadline = time.monotonic() + 300
-            while len(list(out.glob("part-*.parquet"))) < 3:
-                assert driver.poll() is None, driver.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "no shard written in 5 minutes"
-                time.sleep(0.02)
+            wait_for_shards(driver, out, KEPT_SHARDS)
             ray_processes = descendants(driver.pid)
             driver.send_signal(signal.SIGKILL)
             driver.communicate()
@@ -122,11 +167,11 @@ def test_a_killed_driver_is_resumed_without_recomputing_its_shards(
                 driver.kill()
                 driver.communicate()
             # The local Ray dies with its driver but for two agents (DashboardAgent,
-            # RuntimeEnvAgent), which outlive it; its workers may still be renaming a shard.
+            # RuntimeEnvAgent), which outlive it.
             end_processes(ray_processes)
         assert not (out / "_SUCCESS").exists() and not (out / "_manifest.json").exists()
         kept = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.glob("part-*")}
-        assert 3 <= len(kept) < -(-len(ids) // 256)
+        assert sorted(kept) == [f"part-{i:09d}.parquet" for i in range(KEPT_SHARDS)]
 
         refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         resumed = subprocess.run(
@@ -137,12 +182,11 @@ def test_a_killed_driver_is_resumed_without_recomputing_its_shards(
         subprocess.run(uninterrupted, env=env, capture_output=True, timeout=600, check=True)
 
     assert refused.returncode == 1
-    assert re.fullmatch(
-        # Shards end out of order, and a killed writer may have left a temporary file.
-        rf"sse-embed: error: output {re.escape(str(out))} is not empty \(\d+ files: .*_job\.json, "
-        r".*\); pass --resume to finish the job it holds, or choose an empty folder\.",
-        refused.stderr.strip(),
-    ), refused.stderr
+    assert refused.stderr.strip() == (
+        f"sse-embed: error: output {out} is not empty (4 files: _job.json, "
+        "part-000000000.parquet, part-000000001.parquet, ...); pass --resume to finish the job "
+        "it holds, or choose an empty folder."
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"({256 * len(kept):,} of them kept from the stopped job's shards)" in resumed.stdout
     for name, stamp in kept.items():  # not written again
@@ -216,7 +260,7 @@ def test_a_folder_of_a_job_that_wrote_no_shard_is_started_anew(tmp_path: Path) -
     command runs, with or without --resume and whatever the recorded parameters."""
     (tmp_path / "_job.json").write_text('{"parameters": {"text_fields": ["body"]}}')
     for resume in (False, True):
-        assert shards.prepare(tmp_path, {"text_fields": ["text"]}, resume=resume) is None
+        assert shards.prepare(tmp_path, PARAMETERS, resume=resume) is None
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -224,13 +268,70 @@ def test_a_finished_folder_is_neither_resumed_nor_overwritten(tmp_path: Path, re
     for name in ("_job.json", "part-000000000.parquet", "_manifest.json", "_SUCCESS"):
         (tmp_path / name).write_text("")
     with pytest.raises(CorpusError, match=r"holds a finished job \(_SUCCESS is there\); there is "):
-        shards.prepare(tmp_path, {}, resume=resume)
+        shards.prepare(tmp_path, PARAMETERS, resume=resume)
 
 
 def test_one_file_is_one_file(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("")
-    with pytest.raises(CorpusError, match=r"is not empty \(1 file: notes\.txt\); pass --resume"):
-        shards.prepare(tmp_path, {}, resume=False)
+    with pytest.raises(CorpusError, match=r"is not empty \(1 file: notes\.txt\); pass resume=T"):
+        shards.prepare(tmp_path, PARAMETERS, resume=False)
+
+
+def stopped_job(tmp_path: Path, job: dict[str, Any]) -> Path:
+    """A folder of a stopped job: ``job`` as its _job.json, and one shard."""
+    (tmp_path / "_job.json").write_text(json.dumps(job), encoding="utf-8")
+    (tmp_path / "part-000000000.parquet").write_bytes(b"a shard the stopped job wrote")
+    return tmp_path
+
+
+def test_a_job_record_is_read_back_as_it_was_written(tmp_path: Path) -> None:
+    written = shards.write_job(tmp_path, PARAMETERS, np.array([[-0.5, 0.25]], np.float32))
+    on_disk = json.loads((tmp_path / "_job.json").read_text(encoding="utf-8"))
+    assert list(on_disk) == ["format", "version", "parameters", "ranges"]
+    assert on_disk["parameters"]["inputs"] == [{"path": "docs.jsonl", "bytes": 10}]
+    assert on_disk["parameters"]["text_fields"] == ["text"]
+    assert JobRecord.from_dict(on_disk, where="_job.json") == written
+    (tmp_path / "part-000000000.parquet").write_bytes(b"")
+    assert shards.prepare(tmp_path, PARAMETERS, resume=True) == written
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda job: job["parameters"].pop("dim"), r"_job\.json: parameters has no 'dim': it is "),
+        (lambda job: job.update(extra=1), r"_job\.json has an unknown key 'extra': it is not a "),
+        (
+            lambda job: job["parameters"].update(dim="256"),
+            r"_job\.json: parameters: dim is '256', not a count; the file was edited or damaged",
+        ),
+        (
+            lambda job: job["parameters"]["inputs"][0].update(bytes=-1),
+            r"_job\.json: parameters\.inputs\[0\]: bytes is -1, not a count or null",
+        ),
+        (lambda job: job.update(version=2), r"_job\.json is 'sse-onnx-corpus' version 2, where "),
+        (lambda job: job.update(ranges=[["a"]]), r"_job\.json: ranges is \[\['a'\]\], not a "),
+    ],
+)
+def test_a_damaged_job_record_names_its_file_and_key(
+    tmp_path: Path, damage: Any, message: str
+) -> None:
+    job = parameters_job()
+    damage(job)
+    folder = stopped_job(tmp_path, job)
+    with pytest.raises(CorpusError, match=message) as caught:
+        shards.prepare(folder, PARAMETERS, resume=True)
+    assert str(caught.value).startswith(str(folder / "_job.json"))
+    assert str(caught.value).endswith("it cannot be resumed. Choose an empty folder.")
+
+
+def parameters_job() -> dict[str, Any]:
+    """The _job.json of PARAMETERS, as sse-embed writes it."""
+    return {
+        "format": "sse-onnx-corpus",
+        "version": 1,
+        "parameters": PARAMETERS.to_dict(),
+        "ranges": None,
+    }
 
 
 @pytest.fixture
@@ -318,3 +419,71 @@ def test_an_address_where_nothing_answers_is_one_line(tmp_path: Path) -> None:
         f"(Connection refused); start its head (ray start --head --port={address[10:]}) or "
         "pass the address it printed."
     )
+
+
+def test_ctrl_c_stops_the_job_in_one_line_that_says_resume_continues(
+    tmp_path: Path, corpus: tuple[Path, list[str], list[str]]
+) -> None:
+    out = tmp_path / "out"
+    args = (
+        str(corpus[0]), "--output", str(out), "--id-field", "doc", "--batch-size", "256",
+        "--workers", "2",
+    )  # fmt: skip
+    with ray_temp_dir() as temp:
+        env = {**os.environ, "RAY_TMPDIR": temp}
+        # Its own process group, which a terminal's Ctrl-C signals as a whole.
+        driver = subprocess.Popen(
+            gated_driver(tmp_path / "gate", *args), env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        ray_processes: set[int] = set()
+        try:
+            wait_for_shards(driver, out, KEPT_SHARDS)
+            ray_processes = descendants(driver.pid)
+            os.killpg(driver.pid, signal.SIGINT)
+            _, err = driver.communicate(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.communicate()
+            end_processes(ray_processes)
+
+    stderr = err.decode()
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"sse-embed: stopped; {out} keeps the shards already written: run the same command with "
+        "--resume to continue."
+    )
+    assert not (out / "_SUCCESS").exists()
+
+
+def test_an_unreachable_s3_input_is_one_line_before_ray_starts(tmp_path: Path) -> None:
+    """An S3 endpoint where nothing answers (this machine, a port nothing listens on)."""
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        sse_embed("s3://bucket/corpus.jsonl", "--output", str(tmp_path / "out.parquet")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 1
+    assert re.fullmatch(
+        r"sse-embed: error: cannot read input s3://bucket/corpus\.jsonl: [^\n]*127\.0\.0\.1[^\n]*"
+        r"; check the address, the credentials and the network \(or copy the input to a local "
+        r"file\)\.",
+        done.stderr.strip(),
+    ), done.stderr
+    assert time.monotonic() - started < 30

@@ -11,11 +11,10 @@ from safetensors.numpy import load_file
 
 from conftest import ROOT, l2, numpy_sse
 from sse_export.adversarial import adversarial_texts
-from sse_export.checkpoint import default_checkpoint
 from sse_export.cli import main
 from sse_onnx import Encoder
 from sse_onnx.encoder import DEFAULT_MODEL
-from sse_onnx.format import read_manifest, sha256_file
+from sse_onnx.folder import read_manifest, sha256_file
 
 CHECKPOINT = ROOT / "models" / "default"
 TEXTS = [text for name, text in adversarial_texts() if name != "long text"]
@@ -26,19 +25,15 @@ def tensors() -> dict[str, npt.NDArray[np.float32]]:
     return load_file(str(CHECKPOINT / "model.safetensors"))
 
 
-def test_default_checkpoint_is_the_committed_one() -> None:
-    assert default_checkpoint().resolve() == CHECKPOINT.resolve() or (
-        sha256_file(default_checkpoint() / "model.safetensors")
-        == sha256_file(CHECKPOINT / "model.safetensors")
-    )
+def committed_sha256() -> dict[str, str]:
+    """sha256 of the committed checkpoint's files an export reads, by file name."""
+    return {
+        name: sha256_file(CHECKPOINT / name) for name in ("model.safetensors", "tokenizer.json")
+    }
 
 
 def test_bundled_export_was_made_from_the_committed_checkpoint() -> None:
-    manifest = read_manifest(DEFAULT_MODEL)
-    assert manifest.source_sha256 == {
-        "model.safetensors": sha256_file(CHECKPOINT / "model.safetensors"),
-        "tokenizer.json": sha256_file(CHECKPOINT / "tokenizer.json"),
-    }
+    assert read_manifest(DEFAULT_MODEL).source_sha256 == committed_sha256()
 
 
 def int8_rows(table: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -70,6 +65,9 @@ def test_sse_export_without_model_exports_the_default(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["--dim", "256", "--output", str(out), "--quiet"]) == 0
     assert Encoder(out).encode(["hello world"]).shape == (1, 256)
+    # What the exporter read, hashed as it read it: the committed checkpoint, wherever
+    # default_checkpoint() found it (models/default in a checkout, a wheel's own copy).
+    assert read_manifest(out).source_sha256 == committed_sha256()
 
 
 def test_related_texts_are_closer_than_unrelated_ones() -> None:

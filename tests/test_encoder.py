@@ -16,7 +16,7 @@ import pytest
 from conftest import run_in_threads
 from sse_onnx import Encoder, ModelFormatError, SSEError, similarity
 from sse_onnx import tokenizer as tokenizer_module
-from sse_onnx.format import MANIFEST_FILE, VARIANT_FILES, FileEntry
+from sse_onnx.folder import MANIFEST_FILE, VARIANT_FILES, FileEntry
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +162,66 @@ def test_concurrent_calls_equal_sequential_calls(
 )
 def test_bad_texts(encoder: Encoder, texts: object, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
+        encoder.encode(texts)  # type: ignore[call-overload]
+
+
+class SeriesLike:
+    """What encode may rely on of a pandas Series: ``tolist()`` and ``len()``, no indexing."""
+
+    def __init__(self, values: list[object]) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def tolist(self) -> list[object]:
+        return list(self.values)
+
+
+ARRAY_TEXTS = ["a cat sat on the mat", "", "東京 🦠 naïve"]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        np.array(ARRAY_TEXTS),
+        np.array(ARRAY_TEXTS, dtype=object),
+        np.array([np.str_(text) for text in ARRAY_TEXTS], dtype=object),
+        SeriesLike(list(ARRAY_TEXTS)),
+    ],
+    ids=["str array", "object array", "object array of np.str_", "series-like"],
+)
+def test_a_numpy_array_or_a_series_of_strings_is_a_list_of_them(
+    encoder: Encoder, texts: object
+) -> None:
+    got = encoder.encode(texts)  # type: ignore[call-overload]
+    np.testing.assert_array_equal(got, encoder.encode(ARRAY_TEXTS))
+
+
+def test_a_pandas_series_of_strings_is_a_list_of_them(encoder: Encoder) -> None:
+    pd = pytest.importorskip("pandas")
+    series = pd.Series(ARRAY_TEXTS, index=[7, 3, 5])  # an index that is not 0..n-1
+    np.testing.assert_array_equal(encoder.encode(series), encoder.encode(ARRAY_TEXTS))
+    with pytest.raises(TypeError, match=r"texts\[1\] is (float|NoneType) .*fillna"):
+        encoder.encode(pd.Series(["a", None]))  # a missing value: NaN or None by pandas version
+
+
+@pytest.mark.parametrize(
+    ("texts", "match"),
+    [
+        (np.array([["a", "b"]]), r"texts is a 2-d numpy array of <U1; .*\.tolist\(\)"),
+        (np.array([1.5, 2.0]), r"texts is a 1-d numpy array of float64; .*\.tolist\(\)"),
+        (np.array("a"), r"texts is a 0-d numpy array of <U1; .*\.tolist\(\)"),
+        (np.array(["a", 3], dtype=object), r"texts\[1\] is int \(3\), not str; .*\.tolist\(\)"),
+        (SeriesLike(["a", 3]), r"texts\[1\] is int \(3\), not str; .*\.tolist\(\)"),
+        (SeriesLike([["a"]]), r"texts\[0\] is list"),
+        ({"a", "b"}, r"not set; .*\.tolist\(\)"),
+    ],
+)
+def test_other_array_likes_say_how_to_make_a_list(
+    encoder: Encoder, texts: object, match: str
+) -> None:
+    with pytest.raises(TypeError, match=match):
         encoder.encode(texts)  # type: ignore[call-overload]
 
 

@@ -13,7 +13,7 @@ import pytest
 from sse_export import export
 from sse_export.cli import main
 from sse_onnx import Encoder
-from sse_onnx.format import read_manifest
+from sse_onnx.folder import read_manifest
 
 ALL_VARIANTS = ["fp32", "fp16", "int8", "int4", "int4_block", "int8_dynamic"]
 

@@ -31,7 +31,7 @@ from sse_export.cli import main
 from sse_export.families import model2vec_pooling
 from sse_export.reference import SSE, reference_ids
 from sse_onnx import CheckpointError, Encoder, ModelFormatError
-from sse_onnx.format import MANIFEST_FILE, Pooling, read_manifest
+from sse_onnx.folder import MANIFEST_FILE, Pooling, read_manifest
 
 Array = npt.NDArray[Any]
 

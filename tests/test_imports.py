@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 HEAVY = ("torch", "onnx", "optimum", "transformers", "sse_export")
+#: What the runtime loads for encoding, and numpy-only helpers must not.
+RUNTIME = ("onnxruntime", "tokenizers", "sse_onnx.encoder")
 
 
 def test_encode_loads_no_heavy_modules(
@@ -27,20 +27,34 @@ def test_encode_loads_no_heavy_modules(
 
 
 def test_the_evaluation_module_needs_numpy_only() -> None:
-    # bench/, the recipe in models/ and the exporter's report share sse_export.evaluate.
+    # bench/, the recipe in models/ and the exporter's report share sse_export.evaluate, which
+    # normalises with sse_onnx.embeddings: that module and the package must stay numpy-only.
     code = (
         "import sys, sse_export.evaluate\n"
-        f"print(' '.join(m for m in {(*HEAVY[:-1], 'sse_onnx')!r} if m in sys.modules))\n"
+        f"print(' '.join(m for m in {(*HEAVY[:-1], *RUNTIME)!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
 
 
-def test_the_evaluation_normalises_as_the_runtime() -> None:
-    from sse_export.evaluate import normalize as evaluation_normalize
-    from sse_onnx.embeddings import normalize
+def test_the_package_and_its_embeddings_load_without_the_runtime() -> None:
+    code = (
+        "import sys, sse_onnx, sse_onnx.embeddings\n"
+        f"print(' '.join(m for m in {RUNTIME!r} if m in sys.modules))\n"
+        "from sse_onnx import Encoder\n"
+        "assert 'onnxruntime' in sys.modules, 'Encoder did not load its module'\n"
+        "assert Encoder is sse_onnx.Encoder is sys.modules['sse_onnx.encoder'].Encoder\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
 
-    rows = np.random.default_rng(0).normal(size=(64, 17)).astype(np.float32)
-    rows[3] = 0.0
-    # Scores computed from either agree to float32 rounding (the runtime may sum in another order).
-    np.testing.assert_allclose(evaluation_normalize(rows), normalize(rows), rtol=0, atol=1e-7)
+
+def test_the_runtime_and_the_index_load_neither_pyarrow_nor_ray() -> None:
+    # Only the corpus job (sse_onnx.corpus, sse-embed) needs them: the scale extra.
+    code = (
+        "import sys, sse_onnx, sse_onnx.index, sse_onnx.index.cli, sse_onnx.outputs\n"
+        "sse_onnx.Encoder\n"
+        "print(sorted({'pyarrow', 'ray'} & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -893,3 +893,40 @@ def test_bad_inputs(tmp_path: Path, encoder: Encoder) -> None:
         with pytest.raises(ValueError, match=r"ids.*surrogate"):
             index.delete(["\ud800"])
         assert len(index) == 1
+
+
+# ---------------------------------------------------------------- word scores kept in memory
+
+
+def test_keyword_scores_do_not_depend_on_what_is_kept_in_memory(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each word's BM25 part is kept in memory within a budget; a budget so small that words
+    leave at every query gives the same hits and scores as one that keeps them all, and as
+    FTS5's own bm25() of the whole query."""
+    from sse_onnx.index import keyword
+
+    with build(tmp_path / "kept.db", encoder) as index:
+        roomy = [index.search(query, k=100, mode="keyword") for query in QUERIES * 2]
+        monkeypatch.setattr(keyword, "CACHED_POSTINGS", 3)
+        index._keyword.forget()
+        tight = [index.search(query, k=100, mode="keyword") for query in QUERIES * 2]
+        assert len(index._keyword._cache) <= 3
+    assert tight == roomy
+    connection = sqlite3.connect(tmp_path / "kept.db")
+    # Words that FTS5 reads as the same term count once in the index ("Connect connecting
+    # CONNECTION" is one term, three times in a plain OR query): those queries are left out.
+    for query, hits in zip(QUERIES, roomy, strict=False):
+        if query == "Connect connecting CONNECTION":
+            continue
+        words = dict.fromkeys(re.findall(r"[^\W_]+", query))
+        rows = connection.execute(
+            "SELECT d.id, -bm25(sse_fts) FROM sse_fts JOIN sse_docs d ON d.doc = sse_fts.rowid "
+            "WHERE sse_fts MATCH ?",
+            (" OR ".join(f'"{word}"' for word in words),),
+        ).fetchall()
+        expected = dict(rows)
+        assert {hit.id for hit in hits} == set(expected)
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[hit.id], rel=1e-5)
+    connection.close()

@@ -404,7 +404,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
         "import sys, ray\n"
         "ray.init(num_cpus=2, include_dashboard=False, logging_level='WARNING', "
         "_temp_dir=sys.argv[1])\n"
-        "from sse_onnx.embed_cli import main\n"
+        "from sse_onnx.corpus.cli import main\n"
         f"argv = [sys.argv[2], *{BEIR!r}, '--workers', '1', '--no-progress']\n"
         "codes = [main([*argv, '--output', out]) for out in sys.argv[3:]]\n"
         "ray.shutdown()\n"
@@ -477,7 +477,7 @@ def test_embeddings_of_another_model_or_texts_are_refused(
 ) -> None:
     import pyarrow.parquet as pq
 
-    from sse_onnx.corpus import METADATA_KEY
+    from sse_onnx.outputs import METADATA_KEY
 
     source, file, shards = embedded
     index = tmp_path / "notes.db"

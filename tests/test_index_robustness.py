@@ -784,10 +784,7 @@ def read_while_writing(
     with Index(path, readonly=readonly) as index:
         ready()
         while True:
-            try:
-                committed = json.loads(state.read_text(encoding="utf-8"))
-            except (OSError, ValueError):  # not written yet
-                committed = None
+            committed = _last_commit(state)
             try:
                 size = len(index)
                 if sizes and size < sizes[-1]:
@@ -796,20 +793,34 @@ def read_while_writing(
                 for mode in MODES:
                     index.search("river music", mode=mode, k=5)  # type: ignore[arg-type]
                 if committed is not None:
-                    batch = committed["batch"]
-                    dense = index.search(committed["text"], mode="dense", k=3)
-                    if committed["id"] not in [hit.id for hit in dense]:
-                        errors.append(f"batch {batch}: a dense search missed its document")
-                    keyword = index.search(committed["word"], mode="keyword", k=1)
-                    if [hit.id for hit in keyword] != [committed["id"]]:
-                        errors.append(f"batch {batch}: a keyword search missed its document")
-                    if size < committed["size"]:
-                        errors.append(f"batch {batch}: len {size} < {committed['size']}")
-                    seen.add(batch)
+                    _check_commit(index, committed, size, errors)
+                    seen.add(committed["batch"])
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
             if committed is not None and committed["done"]:
                 return {"reads": len(sizes), "errors": errors[:20], "seen": sorted(seen)}
+
+
+def _last_commit(state: Path) -> dict[str, Any] | None:
+    """The writer's last published commit, or ``None`` before its first."""
+    try:
+        committed: dict[str, Any] = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not written yet
+        return None
+    return committed
+
+
+def _check_commit(index: Index, committed: dict[str, Any], size: int, errors: list[str]) -> None:
+    """Add to ``errors`` what a reader of ``size`` documents misses of the ``committed`` batch."""
+    batch = committed["batch"]
+    dense = index.search(committed["text"], mode="dense", k=3)
+    if committed["id"] not in [hit.id for hit in dense]:
+        errors.append(f"batch {batch}: a dense search missed its document")
+    keyword = index.search(committed["word"], mode="keyword", k=1)
+    if [hit.id for hit in keyword] != [committed["id"]]:
+        errors.append(f"batch {batch}: a keyword search missed its document")
+    if size < committed["size"]:
+        errors.append(f"batch {batch}: len {size} < {committed['size']}")
 
 
 def write_batches(index: Index, state: Path, batches: int) -> None:

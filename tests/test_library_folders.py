@@ -25,7 +25,7 @@ from test_families import TEXTS, assert_close
 from conftest import l2
 from sse_export.cli import main
 from sse_onnx import Encoder
-from sse_onnx.format import MANIFEST_FILE
+from sse_onnx.folder import MANIFEST_FILE
 
 LIBRARY_PYTHON = os.environ.get("SSE_LIBRARY_PYTHON", "")
 SCRIPT = Path(__file__).parent / "libraries" / "make_folders.py"

@@ -21,7 +21,7 @@ from sse_export.adversarial import adversarial_texts
 from sse_export.cli import main
 from sse_export.integration import integration_guide
 from sse_onnx import Encoder, ParityError
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 
 Ids = npt.NDArray[np.int64]
 

@@ -180,7 +180,7 @@ def test_graphs_take_zero_length_ids(
     """A [batch, 0] call, as an app may send for an empty text, is the empty bag."""
     import onnxruntime as ort
 
-    from sse_onnx import format as fmt
+    from sse_onnx import folder as fmt
 
     folder = exported(bert_checkpoint, 64, ("fp32", "fp16", "int8", "int4", "int4_block"))
     model = folder / fmt.read_manifest(folder).variants[variant].file

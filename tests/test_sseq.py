@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 from conftest import TINY_VOCAB, l2, numpy_sse, sse_arrays
 from sse_export import export, load_checkpoint
 from sse_onnx import CheckpointError, Encoder
-from sse_onnx.format import VARIANT_FILES
+from sse_onnx.folder import VARIANT_FILES
 
 Tensors = dict[str, npt.NDArray[np.float32]]
 

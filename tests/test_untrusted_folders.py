@@ -10,6 +10,7 @@ by name and the rest run on in a new process.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import random
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 
 from sse_onnx import Encoder, ModelFormatError
-from sse_onnx.format import MANIFEST_FILE, TOKENIZER_FILE, VARIANT_FILES, FileEntry
+from sse_onnx.folder import MANIFEST_FILE, TOKENIZER_FILE, VARIANT_FILES, FileEntry
 
 MODEL = VARIANT_FILES["fp32"]
 
@@ -186,6 +187,42 @@ def test_manifest_values_numpy_and_the_file_system_cannot_take(
         Encoder(broken)
 
 
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            {"family": "bert"},
+            r"family 'bert' is not one of the known families "
+            r"\('sse', 'sentence-transformers', 'model2vec'\)",
+        ),
+        ({"family": ["sse"]}, r"family \['sse'\] is not one of the known families"),
+        ({"source_dim": 8}, r"dim 16 is more than source_dim 8"),
+        ({"extra": 1}, r"manifest\.json holds the unknown key 'extra' \(known: default_variant,"),
+        ({"extra": 1, "more": 2}, r"holds the unknown keys 'extra', 'more' \(known: "),
+        (
+            {"tokenizer": {"file": "tokenizer.json", "bytes": 1, "sha256": "0" * 64, "md5": ""}},
+            r"tokenizer holds the unknown key 'md5' \(known: bytes, file, sha256\)",
+        ),
+    ],
+)
+def test_a_hand_edited_manifest_is_refused_by_name(
+    folder: Path, tmp_path: Path, edit: dict[str, object], match: str
+) -> None:
+    broken = copy_of(folder, tmp_path / "model")
+    edit_manifest(broken, lambda data: data.update(edit))
+    with pytest.raises(ModelFormatError, match=match):
+        Encoder(broken)
+
+
+def test_a_manifest_that_starts_with_a_utf8_bom_loads(folder: Path, tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a byte order mark.
+    copy = copy_of(folder, tmp_path / "model")
+    manifest = copy / MANIFEST_FILE
+    manifest.write_bytes(codecs.BOM_UTF8 + manifest.read_bytes())
+    texts = ["hello world", "the café sat on the mat ."]
+    np.testing.assert_array_equal(Encoder(copy).encode(texts), Encoder(folder).encode(texts))
+
+
 def test_a_graph_that_loads_but_gives_other_shapes_fails_at_load(
     folder: Path, tmp_path: Path
 ) -> None:
@@ -291,6 +328,19 @@ def _mutate_model(data: bytes, rng: random.Random) -> bytes:
     tensor = rng.choice([tensor for tensor in graph.initializer if tensor.dims])
     names = [name for n in graph.node for name in (*n.input, *n.output)]
     kind = rng.randrange(12)
+    if kind < 6:
+        _mutate_tensor_or_node(kind, tensor, node, names, rng)
+    else:
+        _mutate_graph(kind, model, node, rng)
+    result: bytes = model.SerializeToString()
+    return result
+
+
+def _mutate_tensor_or_node(
+    kind: int, tensor: Any, node: Any, names: list[str], rng: random.Random
+) -> None:
+    """Mutations 0-5 of :func:`_mutate_model`: an initializer's dims, type or data, or a node's
+    operator, domain or input."""
     if kind == 0:
         tensor.dims[rng.randrange(len(tensor.dims))] = rng.choice([0, 1, 3, 33, -1, 2**40])
     elif kind == 1:
@@ -301,9 +351,15 @@ def _mutate_model(data: bytes, rng: random.Random) -> bytes:
         node.op_type = rng.choice(["Gather", "Loop", "If", "Reshape", "NoSuchOp", "Scan", ""])
     elif kind == 4:
         node.domain = rng.choice(["com.microsoft", "ai.onnx.ml", "no.such.domain"])
-    elif kind == 5:
+    else:
         node.input[rng.randrange(len(node.input))] = rng.choice([*names, "missing", ""])
-    elif kind == 6 and node.attribute:
+
+
+def _mutate_graph(kind: int, model: Any, node: Any, rng: random.Random) -> None:
+    """Mutations 6-11 of :func:`_mutate_model`: an attribute, an output's type, the opset, the IR
+    version, or a node removed or doubled (also mutation 6 of a node without attributes)."""
+    graph = model.graph
+    if kind == 6 and node.attribute:
         attribute = rng.choice(node.attribute)
         attribute.i = rng.choice([-5, 99, 2**40])
         attribute.type = rng.randrange(15)
@@ -318,8 +374,6 @@ def _mutate_model(data: bytes, rng: random.Random) -> bytes:
         graph.node.remove(node)
     else:
         graph.node.append(node)  # a second node writing the same output
-    result: bytes = model.SerializeToString()
-    return result
 
 
 def _record(folder: Path, key: str, name: str) -> None:

@@ -32,7 +32,7 @@ from sse_export.adversarial import adversarial_texts
 from sse_export.cli import main
 from sse_export.web_guide import TESTED_PACKAGES
 from sse_onnx import Encoder
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.tokenizer import TextTokenizer
 
 WEB_TESTS = Path(__file__).resolve().parent / "web"

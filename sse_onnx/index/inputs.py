@@ -140,28 +140,31 @@ def checked_where(where: object) -> list[tuple[str, str, Any]]:
                 "(SQLite's JSON paths cannot name such keys)."
             )
         check_text(key, f"where key {key!r}")
-        if value is None:
-            kind = "null"
-        elif isinstance(value, bool):
-            kind = "true" if value else "false"
-        elif type(value) in _JSON_TYPES:
-            kind = _JSON_TYPES[type(value)]
-        else:
-            raise TypeError(
-                f"where[{key!r}] is {type(value).__name__}; filters match a str, int, float, "
-                "bool or None exactly."
-            )
-        if isinstance(value, str):
-            check_text(value, f"where[{key!r}]")
-            if "\0" in value:
-                raise ValueError(
-                    f"where[{key!r}] holds a NUL character; SQLite's JSON functions stop at "
-                    "one, so it cannot be matched exactly."
-                )
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise ValueError(f"where[{key!r}]={value} is outside SQLite's 64-bit integers.")
-        filters.append((f'$."{key}"', kind, value))
+        filters.append((f'$."{key}"', _json_type(key, value), value))
     return filters
+
+
+def _json_type(key: str, value: object) -> str:
+    """The JSON type a ``where`` value matches (after checking the value can be matched)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if type(value) not in _JSON_TYPES:
+        raise TypeError(
+            f"where[{key!r}] is {type(value).__name__}; filters match a str, int, float, "
+            "bool or None exactly."
+        )
+    if isinstance(value, str):
+        check_text(value, f"where[{key!r}]")
+        if "\0" in value:
+            raise ValueError(
+                f"where[{key!r}] holds a NUL character; SQLite's JSON functions stop at one, "
+                "so it cannot be matched exactly."
+            )
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError(f"where[{key!r}]={value} is outside SQLite's 64-bit integers.")
+    return _JSON_TYPES[type(value)]
 
 
 def checked_alpha(alpha: object) -> float:

@@ -11,16 +11,15 @@ A document's score is FTS5's ``bm25()`` of the query's words joined with ``OR``:
 the words, each word's part depending only on that word and the document. So each word's part
 is asked of FTS5 alone (``MATCH '"word"'``, every document that holds it) and the parts are
 added. FTS5 reads every document of a word to score it, and that is the cost of a query; the
-parts of the words asked last are kept in memory (up to ``CACHED_POSTINGS`` documents in all,
-least recently used first out) until the index changes, and common words, the costly ones, are
-the ones queries repeat. Scores are exact either way.
+parts of words are kept in memory (up to ``CACHED_POSTINGS`` documents in all; the words asked
+least often leave first) until the index changes: common words, the costly ones, are the ones
+queries repeat. Scores are exact either way.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -32,6 +31,8 @@ __all__ = ["CACHED_POSTINGS", "MAX_WORDS", "KeywordSearch", "expression"]
 
 #: Documents' word scores kept in memory (8 bytes each: 64 MB).
 CACHED_POSTINGS = 1 << 23
+#: Words whose number of asks is kept (then the counts start again).
+MAX_COUNTED = 1 << 20
 #: Distinct words of a query that are scored, the first ones (a pasted page is not a query).
 MAX_WORDS = 1024
 _WORD = re.compile(r"[^\W_]+")
@@ -53,9 +54,9 @@ class KeywordSearch:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self._cache: OrderedDict[str, tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]]
-        self._cache = OrderedDict()
+        self._cache: dict[str, tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]] = {}
         self._cached = 0
+        self._asked: dict[str, int] = {}  # how often each word was asked, across changes
         connection.execute(
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.sse_query "
             f"USING fts5(word, tokenize='{FTS_TOKENIZER}')"
@@ -105,8 +106,10 @@ class KeywordSearch:
         Parts are float32 whether or not they were kept, so a query scores the same each time.
         """
         cache = self._cache
+        if len(self._asked) > MAX_COUNTED:
+            self._asked.clear()
+        self._asked[word] = self._asked.get(word, 0) + 1
         if word in cache:
-            cache.move_to_end(word)
             return cache[word]
         rows = self._connection.execute(
             "SELECT rowid, bm25(sse_fts) FROM sse_fts WHERE sse_fts MATCH ?", (expression(word),)
@@ -118,10 +121,21 @@ class KeywordSearch:
         if len(rows) <= CACHED_POSTINGS:
             cache[word] = (where, part)
             self._cached += len(rows)
-            while self._cached > CACHED_POSTINGS:
-                _, (evicted, _) = cache.popitem(last=False)
-                self._cached -= len(evicted)
+            if self._cached > CACHED_POSTINGS:
+                self._evict()
         return where, part
+
+    def _evict(self) -> None:
+        """Drop the words asked least often (the smaller first) down to 3/4 of the budget.
+
+        Queries repeat common words far more than rare ones, and those are the costly ones to
+        ask again: keeping the most asked beats keeping the most recent.
+        """
+        asked = self._asked
+        for word in sorted(self._cache, key=lambda w: (asked.get(w, 0), len(self._cache[w][0]))):
+            if self._cached <= CACHED_POSTINGS * 3 // 4:
+                break
+            self._cached -= len(self._cache.pop(word)[0])
 
     def _read(self, words: list[str]) -> list[tuple[str, ...]]:
         """How FTS5's tokenizer reads each word: its terms, in order (none for some)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
-from sse_onnx import format as fmt
+from sse_onnx import folder as fmt
 from sse_onnx.embeddings import normalize
 from sse_onnx.errors import DuplicateIdError, IndexFormatError, ModelMismatchError, SSEError
 from sse_onnx.index import schema

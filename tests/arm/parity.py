@@ -86,7 +86,7 @@ def embed(model: Path, texts_path: Path, rank: Sequence[str], out: Path) -> None
 
     from sse_onnx import Encoder
     from sse_onnx.embeddings import normalize
-    from sse_onnx.format import read_manifest
+    from sse_onnx.folder import read_manifest
     from sse_onnx.tokenizer import TextTokenizer
 
     raw_json = texts_path.read_bytes()
@@ -150,48 +150,74 @@ def _flat(
 
 def compare(reference_path: Path, candidate_path: Path, report_path: Path | None) -> bool:
     """Check ``candidate`` against ``reference``; print a report. Returns whether all passed."""
-    from sse_export.validate import LONG_TOKENS, TOLERANCE
-    from sse_onnx.embeddings import normalize
-
     ref, cand = np.load(reference_path), np.load(candidate_path)
     ref_meta, cand_meta = json.loads(str(ref["meta"])), json.loads(str(cand["meta"]))
     for what in ("texts", "model"):
         if ref_meta[f"{what}_sha256"] != cand_meta[f"{what}_sha256"]:
             sys.exit(f"{reference_path} and {candidate_path} come from different {what}.")
-    checks: list[dict[str, Any]] = []
+    checks = [
+        *_id_checks(ref, cand),
+        *_output_checks(ref, cand, ref_meta["counts"]),
+        *_ranking_checks(ref, cand),
+    ]
+    _print_report(ref_meta, cand_meta, checks)
+    passed = all(c["passed"] for c in checks)
+    if report_path is not None:
+        report = {"reference": ref_meta, "candidate": cand_meta, "checks": checks}
+        report_path.write_text(json.dumps({**report, "passed": passed}, indent=2), "utf-8")
+    return passed
 
-    def check(name: str, value: float, bound: float | None, detail: str = "") -> None:
-        passed = bool(bound is None or value <= bound)
-        checks.append({"check": name, "value": float(value), "bound": bound, "passed": passed})
-        if detail:
-            checks[-1]["detail"] = detail
 
+def _check(name: str, value: float, bound: float | None, detail: str = "") -> dict[str, Any]:
+    """One line of the report; a check without a bound is reported and always passes."""
+    passed = bool(bound is None or value <= bound)
+    check = {"check": name, "value": float(value), "bound": bound, "passed": passed}
+    return {**check, "detail": detail} if detail else check
+
+
+def _id_checks(ref: Any, cand: Any) -> list[dict[str, Any]]:
+    """Each side's token ids (the runtime's; the candidate's HF ones too) against the
+    reference's HF ids."""
     base = ref["ids_hf"], ref["lengths_hf"]
-    texts = f"{len(base[1])} texts"
+    checks = []
     for side, data, kinds in (
         ("reference", ref, ["runtime"]),
         ("candidate", cand, ["runtime", "hf"]),
     ):
         for kind in kinds:
             differing = _differing_texts((data[f"ids_{kind}"], data[f"lengths_{kind}"]), base)
-            check(
-                f"token ids, {side} {kind} vs reference hf: texts that differ", differing, 0, texts
-            )
+            name = f"token ids, {side} {kind} vs reference hf: texts that differ"
+            checks.append(_check(name, differing, 0, f"{len(base[1])} texts"))
+    return checks
 
-    probe = ref_meta["counts"]["adversarial"] + ref_meta["counts"]["queries"]
-    long = base[1][:probe] >= LONG_TOKENS
+
+def _output_checks(ref: Any, cand: Any, counts: dict[str, int]) -> list[dict[str, Any]]:
+    """Each variant's raw and normalised outputs on the adversarial set and the queries."""
+    from sse_export.validate import LONG_TOKENS, TOLERANCE
+    from sse_onnx.embeddings import normalize
+
+    probe = counts["adversarial"] + counts["queries"]
+    long = ref["lengths_hf"][:probe] >= LONG_TOKENS
+    checks = []
     for key in sorted(k for k in ref.files if k.startswith("raw_")):
         variant = key.removeprefix("raw_")
         raw = np.abs(ref[key].astype(np.float64) - cand[key]).max(axis=1)
         unit = np.abs(normalize(ref[key]).astype(np.float64) - normalize(cand[key])).max(axis=1)
         if variant == "fp32":
-            check("fp32 raw outputs", raw.max(), FP32_TOLERANCE)
-            check("fp32 normalised outputs", unit.max(), FP32_TOLERANCE)
+            checks.append(_check("fp32 raw outputs", raw.max(), FP32_TOLERANCE))
+            checks.append(_check("fp32 normalised outputs", unit.max(), FP32_TOLERANCE))
             continue
-        check(f"{variant} raw outputs (reported)", raw.max(), None)
-        check(f"{variant} normalised, <{LONG_TOKENS} tokens", unit[~long].max(), TOLERANCE[0])
-        check(f"{variant} normalised, longer", unit[long].max(initial=0.0), TOLERANCE[1])
+        checks += [
+            _check(f"{variant} raw outputs (reported)", raw.max(), None),
+            _check(f"{variant} normalised, <{LONG_TOKENS} tokens", unit[~long].max(), TOLERANCE[0]),
+            _check(f"{variant} normalised, longer", unit[long].max(initial=0.0), TOLERANCE[1]),
+        ]
+    return checks
 
+
+def _ranking_checks(ref: Any, cand: Any) -> list[dict[str, Any]]:
+    """Each ranked variant's top-10 documents of every query."""
+    checks = []
     for key in sorted(k for k in ref.files if k.startswith("top_")):
         variant = key.removeprefix("top_")
         differs = np.flatnonzero((ref[key] != cand[key]).any(axis=1))
@@ -199,8 +225,14 @@ def compare(reference_path: Path, candidate_path: Path, report_path: Path | None
         detail = f"{len(ref[key])} queries; max score diff {gap:.1e}"
         if len(differs):
             detail += f"; first differing query: index {int(differs[0])}"
-        check(f"top-{TOP_K} documents, {variant}: queries that differ", len(differs), 0, detail)
+        name = f"top-{TOP_K} documents, {variant}: queries that differ"
+        checks.append(_check(name, len(differs), 0, detail))
+    return checks
 
+
+def _print_report(
+    ref_meta: dict[str, Any], cand_meta: dict[str, Any], checks: list[dict[str, Any]]
+) -> None:
     print(f"reference {ref_meta['machine']} {json.dumps(ref_meta['versions'])}")
     print(f"candidate {cand_meta['machine']} {json.dumps(cand_meta['versions'])}")
     width = max(len(c["check"]) for c in checks)
@@ -209,11 +241,6 @@ def compare(reference_path: Path, candidate_path: Path, report_path: Path | None
         bound = "" if c["bound"] is None else f" (bound {c['bound']:.0e})"
         detail = f"  [{c['detail']}]" if "detail" in c else ""
         print(f"{c['check']:<{width}}  {c['value']:.2e}{bound}{verdict}{detail}")
-    passed = all(c["passed"] for c in checks)
-    if report_path is not None:
-        report = {"reference": ref_meta, "candidate": cand_meta, "checks": checks}
-        report_path.write_text(json.dumps({**report, "passed": passed}, indent=2), "utf-8")
-    return passed
 
 
 def _differing_texts(

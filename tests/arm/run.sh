@@ -13,7 +13,7 @@
 # 1. An arm64 Python from Debian's arm64 packages (apt-get download, dpkg -x into a sysroot),
 #    run as `qemu-aarch64-static -L sysroot`, and aarch64 wheels of numpy, onnxruntime and
 #    tokenizers from PyPI.
-# 2. On x86: `sse-export` writes every variant it offers (sse_onnx.format.VARIANT_FILES) at 256
+# 2. On x86: `sse-export` writes every variant it offers (sse_onnx.folder.VARIANT_FILES) at 256
 #    dims; a virtualenv with the same numpy, onnxruntime and tokenizers versions runs
 #    `tests/arm/parity.py embed`.
 # 3. Under emulation: the same `tests/arm/parity.py embed`, then `tests/arm/parity.py compare`
@@ -114,12 +114,12 @@ versions=("numpy==$(installed numpy)" "onnxruntime==$(installed onnxruntime)"
 echo "${versions[*]}"
 
 step "x86: export, texts and reference outputs"
-read -r -a variants < <("$python" -c "from sse_onnx.format import VARIANT_FILES as v; print(*v)")
+read -r -a variants < <("$python" -c "from sse_onnx.folder import VARIANT_FILES as v; print(*v)")
 models=$work/models
 # A folder of an earlier run is reused when it holds exactly these variants.
 [ -f "$models/manifest.json" ] && "$python" -c "
 import sys
-from sse_onnx.format import read_manifest
+from sse_onnx.folder import read_manifest
 sys.exit(set(sys.argv[2:]) != set(read_manifest(sys.argv[1]).variants))" \
   "$models" "${variants[@]}" ||
   nice "$python" -m sse_export.cli --quiet --dim 256 --variants "${variants[@]}" --no-report \

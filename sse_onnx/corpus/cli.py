@@ -1,21 +1,35 @@
-"""The ``sse-embed`` command: a thin argparse layer over :func:`sse_onnx.corpus.embed_corpus`."""
+"""The ``sse-embed`` command: a thin argparse layer over :func:`sse_onnx.corpus.embed_corpus`.
+
+Run it as ``sse-embed`` or ``python -m sse_onnx.corpus.cli``. ``--help`` and the option checks
+need neither pyarrow nor Ray: the job's modules load only when a job runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
+from sse_onnx.corpus.options import CALIBRATION_DOCS, INPUT_FORMATS, SHARD_DOCS
 from sse_onnx.embeddings import PRECISIONS
 from sse_onnx.encoder import BLOCK_TEXTS
 from sse_onnx.errors import SSEError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-#: sse_onnx.corpus.SHARD_DOCS, restated (a test keeps them equal) since importing that module
-#: needs the scale extra, and --help should not.
-SHARD_DOCS = 4096
+#: The exit code of a job stopped by Ctrl-C (SIGINT), as shells report it.
+INTERRUPTED = 130
+#: Python's names in the library's messages, and the flags this command says instead.
+_FLAGS = (
+    (r"\bid_field=None\b", "--row-ids"),
+    (r"\bresume=True\b", "--resume"),
+    (r"\boverwrite=True\b", "--overwrite"),
+    (r'\binput_format="(\w+)"', r"--format \1"),
+    (r"\btext_fields\b", "--text-field"),
+    (r"\bid_field\b", "--id-field"),
+)
 
 EXAMPLES = """\
 examples:
@@ -60,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "shards written by the workers, with _manifest.json and _SUCCESS written last",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the --output .parquet file if it exists (a folder is never overwritten)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="finish the stopped job of the --output folder (same command otherwise): keep "
@@ -94,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--calibration-docs",
         type=int,
-        default=10_000,
+        default=CALIBRATION_DOCS,
         metavar="N",
         help="int8/uint8: documents from the start of the input that set each dimension's "
-        "range (default: 10000)",
+        f"range (default: {CALIBRATION_DOCS})",
     )
     parser.add_argument(
         "--count-tokens",
@@ -107,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format",
         dest="input_format",
-        choices=("jsonl", "parquet"),
+        choices=INPUT_FORMATS,
         help="input format (default: from the file suffixes; needed for folders)",
     )
     parser.add_argument(
@@ -142,41 +161,70 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit code (0 done, 1 bad input or failed job)."""
+    """Run the command; returns the exit code (0 done, 1 bad input or failed job, 130 stopped)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from sse_onnx.corpus import embed_corpus
-
-        if not args.verbose:
-            import ray.data  # noqa: F401  (configures its loggers, which are quietened next)
-
-            # Its errors reach this command as exceptions, printed below.
-            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-        summary = embed_corpus(
-            args.inputs,
-            args.output,
-            text_fields=args.text_fields or ["text"],
-            id_field=None if args.row_ids else args.id_field,
-            model=args.model,
-            variant=args.variant,
-            dim=args.dim,
-            precision=args.precision,
-            calibration_docs=args.calibration_docs,
-            count_tokens=args.count_tokens,
-            input_format=args.input_format,
-            workers=args.workers,
-            cpus_per_worker=args.cpus_per_worker,
-            batch_size=args.batch_size,
-            ray_address=args.ray_address,
-            progress=args.progress,
-            resume=args.resume,
-        )
+        summary = _embed(args)
     except (ImportError, SSEError, ValueError, TypeError) as exc:
-        print(f"sse-embed: error: {exc}", file=sys.stderr)
+        print(f"sse-embed: error: {_in_flags(str(exc))}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"sse-embed: {_stopped(args.output)}", file=sys.stderr)
+        return INTERRUPTED
     print(summary)
     return 0
+
+
+def _embed(args: argparse.Namespace) -> object:
+    """Run :func:`~sse_onnx.corpus.embed_corpus` with the command's arguments."""
+    from sse_onnx.corpus.job import embed_corpus
+
+    if not args.verbose:
+        import ray.data  # noqa: F401  (configures its loggers, which are quietened next)
+
+        # Its errors reach this command as exceptions, printed by main().
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    return embed_corpus(
+        args.inputs,
+        args.output,
+        text_fields=args.text_fields or ["text"],
+        id_field=None if args.row_ids else args.id_field,
+        model=args.model,
+        variant=args.variant,
+        dim=args.dim,
+        precision=args.precision,
+        calibration_docs=args.calibration_docs,
+        count_tokens=args.count_tokens,
+        input_format=args.input_format,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        batch_size=args.batch_size,
+        ray_address=args.ray_address,
+        progress=args.progress,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+
+
+def _in_flags(message: str) -> str:
+    """A library message with its Python option names said as this command's flags."""
+    for python, flag in _FLAGS:
+        message = re.sub(python, flag, message)
+    return message
+
+
+def _stopped(output: str) -> str:
+    """What a Ctrl-C left, and how to go on."""
+    if output.endswith(".parquet"):
+        return (
+            f"stopped; {output} was not written (a file is written whole): run the command "
+            "again, or write a folder of shards, which --resume continues."
+        )
+    return (
+        f"stopped; {output} keeps the shards already written: run the same command with "
+        "--resume to continue."
+    )
 
 
 if __name__ == "__main__":

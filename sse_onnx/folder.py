@@ -48,6 +48,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, overload
 
@@ -297,28 +298,21 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str) -> Manifest:
-        """Build a manifest from parsed JSON, checking format, schema version and keys.
+        """Build a manifest from parsed JSON, checking format, schema version, keys and values.
 
         Raises:
             ModelFormatError: naming ``where`` and the problem.
         """
-        if data.get("format") != FORMAT_NAME:
-            raise ModelFormatError(
-                f"{where} is not an sse-onnx manifest (format={data.get('format')!r}); "
-                "export the model with `sse-export --output DIR` and load DIR."
-            )
-        version = data.get("schema_version")
-        if version not in READABLE_SCHEMA_VERSIONS:
-            raise ModelFormatError(
-                f"{where} has schema version {version!r}, but this sse-onnx reads versions "
-                f"{list(READABLE_SCHEMA_VERSIONS)}; re-export the model with this version of "
-                "sse-export, or install the sse-onnx version that wrote it."
-            )
+        version = _checked_version(data, where)
+        _check_no_unknown_keys(data, cls, where)
         try:
             # A version-1 manifest reads as this version with SSE's pooling (the defaults).
             fields = {**data, "schema_version": SCHEMA_VERSION}
-            fields["tokenizer"] = FileEntry(**fields["tokenizer"])
-            fields["variants"] = {k: FileEntry(**v) for k, v in fields["variants"].items()}
+            fields["tokenizer"] = _file_entry(fields["tokenizer"], f"{where}: tokenizer")
+            fields["variants"] = {
+                k: _file_entry(v, f"{where}: variants[{k!r}]")
+                for k, v in fields["variants"].items()
+            }
             if "pooling" in fields:
                 fields["pooling"] = Pooling.from_dict(fields["pooling"], where=where)
             elif version != 1:
@@ -328,50 +322,115 @@ class Manifest:
             raise ModelFormatError(
                 f"{where} is incomplete or malformed ({exc}); re-export the model with sse-export."
             ) from exc
-        counts = {
-            "dim": manifest.dim,
-            "source_dim": manifest.source_dim,
-            "vocab_size": manifest.vocab_size,
-            "pad_token_id": manifest.pad_token_id,
-        }
-        labelled = {"tokenizer": manifest.tokenizer}
-        labelled |= {f"variants[{name!r}]": entry for name, entry in manifest.variants.items()}
-        for label, entry in labelled.items():
-            problem = _file_name_problem(entry.file)
-            if problem:
-                raise ModelFormatError(
-                    f"{where}: {label} names the file {entry.file!r}, {problem}; a manifest "
-                    "names files of its own folder by their bare names. The manifest was edited "
-                    "or not written by sse-export: re-export the model."
-                )
-        entries = list(labelled.values())
-        counts |= {f"bytes of {entry.file}": entry.bytes for entry in entries}
-        for name, value in counts.items():
-            if not _is_count(value):
-                raise ModelFormatError(
-                    f"{where}: {name} is {value!r}, not a non-negative integer; the manifest "
-                    "was edited or damaged, re-export the model with sse-export."
-                )
-        if manifest.pad_token_id >= manifest.vocab_size:
-            raise ModelFormatError(
-                f"{where}: pad_token_id {manifest.pad_token_id} is not a row of the "
-                f"{manifest.vocab_size}-row table; re-export the model with sse-export."
-            )
+        entries = _checked_entries(manifest, where)
+        _check_counts(manifest, entries, where)
+        _check_relations(manifest, where)
         for entry in entries:
             if not (isinstance(entry.sha256, str) and _SHA256.fullmatch(entry.sha256)):
                 raise ModelFormatError(
                     f"{where}: the sha256 of {entry.file} is {entry.sha256!r}, not 64 hex "
                     "digits; re-export the model with sse-export."
                 )
-        if not (
-            isinstance(manifest.default_variant, str)
-            and manifest.default_variant in manifest.variants
-        ):
-            raise ModelFormatError(
-                f"{where}: default_variant {manifest.default_variant!r} is not one of the "
-                f"variants {sorted(manifest.variants)}; re-export the model with sse-export."
-            )
         return manifest
+
+
+def _checked_version(data: Mapping[str, Any], where: str) -> int:
+    """The schema version of a manifest's parsed JSON, after checking that it is one."""
+    if data.get("format") != FORMAT_NAME:
+        raise ModelFormatError(
+            f"{where} is not an sse-onnx manifest (format={data.get('format')!r}); "
+            "export the model with `sse-export --output DIR` and load DIR."
+        )
+    version = data.get("schema_version")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise ModelFormatError(
+            f"{where} has schema version {version!r}, but this sse-onnx reads versions "
+            f"{list(READABLE_SCHEMA_VERSIONS)}; re-export the model with this version of "
+            "sse-export, or install the sse-onnx version that wrote it."
+        )
+    return int(version)
+
+
+def _check_no_unknown_keys(data: Mapping[str, Any], kind: type[Any], where: str) -> None:
+    """Refuse keys the dataclass ``kind`` does not have (a missing key fails its construction)."""
+    known = {item.name for item in dataclass_fields(kind)}
+    unknown = sorted(map(str, set(data) - known))
+    if unknown:
+        raise ModelFormatError(
+            f"{where} holds the unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))}); the manifest "
+            "was edited or not written by sse-export: remove the key, or re-export the model."
+        )
+
+
+def _file_entry(data: object, where: str) -> FileEntry:
+    """A :class:`FileEntry` from parsed JSON, its keys checked (its values are checked later)."""
+    if not isinstance(data, Mapping):
+        raise ModelFormatError(
+            f"{where} is {data!r}, not an object with file, bytes and sha256; re-export the model."
+        )
+    _check_no_unknown_keys(data, FileEntry, where)
+    return FileEntry(**data)
+
+
+def _checked_entries(manifest: Manifest, where: str) -> list[FileEntry]:
+    """The manifest's file entries (tokenizer first), after checking they name bare files."""
+    labelled = {"tokenizer": manifest.tokenizer}
+    labelled |= {f"variants[{name!r}]": entry for name, entry in manifest.variants.items()}
+    for label, entry in labelled.items():
+        problem = _file_name_problem(entry.file)
+        if problem:
+            raise ModelFormatError(
+                f"{where}: {label} names the file {entry.file!r}, {problem}; a manifest "
+                "names files of its own folder by their bare names. The manifest was edited "
+                "or not written by sse-export: re-export the model."
+            )
+    return list(labelled.values())
+
+
+def _check_counts(manifest: Manifest, entries: list[FileEntry], where: str) -> None:
+    """Refuse a width, size or id that is not a non-negative integer numpy can take."""
+    counts = {
+        "dim": manifest.dim,
+        "source_dim": manifest.source_dim,
+        "vocab_size": manifest.vocab_size,
+        "pad_token_id": manifest.pad_token_id,
+    }
+    counts |= {f"bytes of {entry.file}": entry.bytes for entry in entries}
+    for name, value in counts.items():
+        if not _is_count(value):
+            raise ModelFormatError(
+                f"{where}: {name} is {value!r}, not a non-negative integer; the manifest "
+                "was edited or damaged, re-export the model with sse-export."
+            )
+
+
+def _check_relations(manifest: Manifest, where: str) -> None:
+    """Refuse values that are each well formed but do not fit together or are not known."""
+    if manifest.pad_token_id >= manifest.vocab_size:
+        raise ModelFormatError(
+            f"{where}: pad_token_id {manifest.pad_token_id} is not a row of the "
+            f"{manifest.vocab_size}-row table; re-export the model with sse-export."
+        )
+    if manifest.dim > manifest.source_dim:
+        raise ModelFormatError(
+            f"{where}: dim {manifest.dim} is more than source_dim {manifest.source_dim}, the "
+            "width of the checkpoint it was cut from; the manifest was edited: re-export the "
+            "model with sse-export."
+        )
+    if not (isinstance(manifest.family, str) and manifest.family in FAMILIES):
+        raise ModelFormatError(
+            f"{where}: family {manifest.family!r} is not one of the known families {FAMILIES}; "
+            "the manifest was edited or written by a newer sse-export: re-export the model with "
+            "this version of sse-export."
+        )
+    if not (
+        isinstance(manifest.default_variant, str) and manifest.default_variant in manifest.variants
+    ):
+        raise ModelFormatError(
+            f"{where}: default_variant {manifest.default_variant!r} is not one of the "
+            f"variants {sorted(manifest.variants)}; re-export the model with sse-export."
+        )
 
 
 def _file_name_problem(name: object) -> str | None:
@@ -474,7 +533,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
             "Export one with `sse-export --model CHECKPOINT --output DIR`."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM from Windows editors
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{path} is not valid JSON ({exc}); re-export the model.") from exc
     if not isinstance(data, dict):
