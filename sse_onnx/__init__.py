@@ -10,10 +10,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sse_onnx._lazy import lazy_names
 from sse_onnx.embeddings import quantize, similarity
 from sse_onnx.errors import (
     CheckpointError,
@@ -58,14 +58,4 @@ __all__ = [
 _LAZY = {"Encoder": "sse_onnx.encoder", "Hit": "sse_onnx.index", "Index": "sse_onnx.index"}
 
 
-def __getattr__(name: str) -> Any:
-    """Load ``Encoder``, ``Index`` and ``Hit`` from their modules on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'sse_onnx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

@@ -1,7 +1,7 @@
 """Embed a corpus on Ray Data with the runtime's Encoder: Parquet out, order and ids kept.
 
 An application of the runtime: it imports the core (``sse_onnx.encoder``, ``tokenizer``,
-``format``, ``embeddings``, ``errors``, ``outputs``) and nothing imports it but its command.
+``folder``, ``embeddings``, ``errors``, ``outputs``) and nothing imports it but its command.
 Its modules, each importing only those listed before it:
 
 - :mod:`~sse_onnx.corpus.options`: options, defaults and their checks (no pyarrow, no Ray);
@@ -44,8 +44,9 @@ not import this package, and importing it loads each name's module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sse_onnx._lazy import lazy_names
 
 if TYPE_CHECKING:
     from sse_onnx.corpus.embedder import CorpusEmbedder
@@ -81,14 +82,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name from its module on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'sse_onnx.corpus' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
