@@ -37,6 +37,7 @@ __all__ = [
     "has_fts5",
     "is_empty",
     "read_meta",
+    "transaction",
     "translated",
     "write_meta",
 ]
@@ -123,18 +124,26 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
 def create(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
     """Write the tables and ``meta`` into an empty database, in one transaction."""
     connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(connection):
         for statement in _TABLES:
             connection.execute(statement)
         write_meta(
             connection,
             {"format": FORMAT_NAME, "schema_version": str(SCHEMA_VERSION), **meta},
         )
-        connection.execute("COMMIT")
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed when the block ends, rolled back if it raises."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
+    connection.execute("COMMIT")
 
 
 def is_empty(connection: sqlite3.Connection, path: Path) -> bool:

@@ -146,11 +146,11 @@ class Index:
         self._connection = schema.connect(self.path, readonly=readonly)
         try:
             with schema.translated(self.path):
+                self._keyword = KeywordSearch(self._connection)
                 self._open(readonly=readonly, reembed=reembed)
         except BaseException:
             self._connection.close()
             raise
-        self._keyword = KeywordSearch(self._connection)
 
     # ------------------------------------------------------------------ opening
 
@@ -172,33 +172,33 @@ class Index:
             pass
 
     def _load(self) -> None:
-        """Read every vector into memory, inside the caller's read transaction."""
+        """Read every vector into memory, inside the caller's read transaction.
+
+        Called within :func:`schema.translated`, like every use of the file: SQLite's errors
+        become this package's there.
+        """
         connection, dim, path = self._connection, self.vectors.dim, self.path
-        try:
-            bad = connection.execute(
-                "SELECT id FROM sse_docs WHERE typeof(vector) != 'blob' OR length(vector) != ?"
-                " OR typeof(scale) NOT IN ('real', 'integer') LIMIT 1",
-                (dim,),
-            ).fetchone()
-            if bad is not None:
-                raise IndexFormatError(
-                    f"{path}: the vector of document {bad[0]!r} is not {dim} int8 values and a "
-                    "scale; the file is damaged. Build the index again from its texts."
-                )
-            self.vectors.reset(connection.execute("SELECT count(*) FROM sse_docs").fetchone()[0])
-            cursor = connection.execute("SELECT doc, vector, scale FROM sse_docs ORDER BY doc")
-            while rows := cursor.fetchmany(_LOAD_ROWS):
-                docs, blobs, scales = zip(*rows, strict=True)
-                self.vectors.append(
-                    np.array(docs, np.int64),
-                    np.frombuffer(b"".join(blobs), np.int8).reshape(len(rows), dim),
-                    _scales(scales),
-                )
-            self._version = self._data_version()
-        except sqlite3.DatabaseError as exc:
-            raise schema.damaged(path, exc) from exc
-        if hasattr(self, "_keyword"):
-            self._keyword.forget()
+        bad = connection.execute(
+            "SELECT id FROM sse_docs WHERE typeof(vector) != 'blob' OR length(vector) != ?"
+            " OR typeof(scale) NOT IN ('real', 'integer') LIMIT 1",
+            (dim,),
+        ).fetchone()
+        if bad is not None:
+            raise IndexFormatError(
+                f"{path}: the vector of document {bad[0]!r} is not {dim} int8 values and a "
+                "scale; the file is damaged. Build the index again from its texts."
+            )
+        self.vectors.reset(connection.execute("SELECT count(*) FROM sse_docs").fetchone()[0])
+        cursor = connection.execute("SELECT doc, vector, scale FROM sse_docs ORDER BY doc")
+        while rows := cursor.fetchmany(_LOAD_ROWS):
+            docs, blobs, scales = zip(*rows, strict=True)
+            self.vectors.append(
+                np.array(docs, np.int64),
+                np.frombuffer(b"".join(blobs), np.int8).reshape(len(rows), dim),
+                _scales(scales),
+            )
+        self._version = self._data_version()
+        self._keyword.forget()
         if not np.isfinite(self.vectors.scales[: len(self.vectors)]).all():
             raise IndexFormatError(f"{path}: a vector's scale is not finite; the file is damaged.")
 
@@ -216,15 +216,10 @@ class Index:
         if connection.in_transaction:
             yield
             return
+        connection.execute("BEGIN")
         try:
-            connection.execute("BEGIN")
             if self._data_version() != self._version:
                 self._load()
-        except sqlite3.DatabaseError as exc:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise schema.damaged(self.path, exc) from exc
-        try:
             yield
         finally:
             connection.execute("COMMIT")
@@ -316,20 +311,13 @@ class Index:
 
     def _write(self, work: Callable[[], _T]) -> _T:
         """Run ``work`` in one write transaction; the vectors in memory follow only its commit."""
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with schema.transaction(self._connection):
             if self._data_version() != self._version:
                 self._load()
             self._pending: list[Callable[[], None]] = []
             result = work()
             # Until the vectors in memory follow this commit, the next read reloads them.
             self._version = None
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
         for change in self._pending:
             change()
         self._keyword.forget()
@@ -429,9 +417,7 @@ class Index:
         existing: Mapping[str, tuple[int, bytes, str | None, str]],
     ) -> None:
         executemany = self._connection.executemany
-        old = [(doc, existing[row.id][3]) for doc, row in batch if row.id in existing]
-        # External-content FTS5: an entry is deleted with the text it was indexed from.
-        executemany("INSERT INTO sse_fts (sse_fts, rowid, text) VALUES ('delete', ?, ?)", old)
+        self._unindex([(doc, existing[row.id][3]) for doc, row in batch if row.id in existing])
         executemany(
             "INSERT INTO sse_docs (doc, id, text, metadata, sha256, vector, scale) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (doc) DO UPDATE SET text = excluded.text, "
@@ -449,6 +435,15 @@ class Index:
         docs = np.array([doc for doc, _ in batch], np.int64)
         is_new = np.array([row.id not in existing for _, row in batch], bool)
         self._pending.append(lambda: self._apply(docs, q, scales, is_new))
+
+    def _unindex(self, entries: list[tuple[int, str]]) -> None:
+        """Take ``(doc, text)`` entries out of the full-text index.
+
+        External-content FTS5: an entry is deleted with the text it was indexed from.
+        """
+        self._connection.executemany(
+            "INSERT INTO sse_fts (sse_fts, rowid, text) VALUES ('delete', ?, ?)", entries
+        )
 
     def _apply(
         self,
@@ -471,10 +466,7 @@ class Index:
                 "missing_ok=True to delete the others."
             )
         found = list(existing.values())
-        self._connection.executemany(
-            "INSERT INTO sse_fts (sse_fts, rowid, text) VALUES ('delete', ?, ?)",
-            [(doc, text) for doc, _, _, text in found],
-        )
+        self._unindex([(doc, text) for doc, _, _, text in found])
         self._connection.executemany(
             "DELETE FROM sse_docs WHERE doc = ?", [(doc,) for doc, _, _, _ in found]
         )
@@ -485,8 +477,7 @@ class Index:
     def _reembed(self) -> None:
         """Embed every text again with this index's encoder and record its identity."""
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with schema.transaction(connection):
             cursor = connection.execute("SELECT doc, text FROM sse_docs ORDER BY doc")
             while rows := cursor.fetchmany(ADD_BATCH):
                 docs, texts = zip(*rows, strict=True)
@@ -496,11 +487,6 @@ class Index:
                     [(q[i].tobytes(), float(scales[i]), doc) for i, doc in enumerate(docs)],
                 )
             schema.write_meta(connection, self._identity)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ reading
 
