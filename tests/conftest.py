@@ -7,8 +7,10 @@ built in code.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -194,3 +196,38 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return cache[key]
 
     return get
+
+
+def run_cases(worker: str, cases: list[Path]) -> dict[str, str]:
+    """Run fuzzed ``cases`` through ``worker`` (Python source) in as few subprocesses as it takes.
+
+    The worker reads one case path a line on stdin and prints ``start CASE`` before and
+    ``end {"case": ..., "outcome": ...}`` after each. Returns each case's outcome; a case that
+    ends its process is ``"crash: return code N: <stderr>"``, and the rest run in a new one.
+    """
+    outcomes: dict[str, str] = {}
+    pending = [str(case) for case in cases]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    while pending:
+        run = subprocess.run(
+            [sys.executable, "-c", worker],
+            input="\n".join(pending) + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        started = None
+        for line in run.stdout.split("\n"):  # other lines are the libraries' own output
+            if line.startswith("start "):
+                started = line.removeprefix("start ")
+            elif line.startswith("end "):
+                result = json.loads(line.removeprefix("end "))
+                outcomes[result["case"]] = result["outcome"]
+                started = None
+        if started is not None:  # the process died inside this case
+            outcomes[started] = f"crash: return code {run.returncode}: {run.stderr[-300:]}"
+        pending = [case for case in pending if case not in outcomes]
+        if pending and started is None:
+            raise AssertionError(f"the worker stopped before any case: {run.stderr[-2000:]}")
+    return outcomes

@@ -30,6 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import run_cases
 from sse_onnx import Encoder, Hit, Index, IndexFormatError
 from sse_onnx.index import store
 
@@ -600,36 +601,6 @@ def damaged_copies(data: bytes, root: Path, seed: int = 0) -> list[Path]:
         case.write_bytes(bytes(out))
         cases.append(case)
     return cases
-
-
-def run_cases(worker: str, cases: list[Path]) -> dict[str, str]:
-    """Outcome of each case; a case that ends its process is ``"crash: <return code>"``."""
-    outcomes: dict[str, str] = {}
-    pending = [str(case) for case in cases]
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    while pending:
-        run = subprocess.run(
-            [sys.executable, "-c", worker],
-            input="\n".join(pending) + "\n",
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        started = None
-        for line in run.stdout.split("\n"):
-            if line.startswith("start "):
-                started = line.removeprefix("start ")
-            elif line.startswith("end "):
-                result = json.loads(line.removeprefix("end "))
-                outcomes[result["case"]] = result["outcome"]
-                started = None
-        if started is not None:  # the process died inside this case
-            outcomes[started] = f"crash: return code {run.returncode}: {run.stderr[-300:]}"
-        pending = [case for case in pending if case not in outcomes]
-        if pending and started is None:
-            raise AssertionError(f"the worker stopped before any case: {run.stderr[-2000:]}")
-    return outcomes
 
 
 def test_a_damaged_file_ends_in_an_sse_error_or_works(tmp_path: Path, encoder: Encoder) -> None:

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import run_cases
 from sse_onnx import Encoder, ModelFormatError
 from sse_onnx.folder import MANIFEST_FILE, TOKENIZER_FILE, VARIANT_FILES, FileEntry
 
@@ -421,39 +419,9 @@ def _fuzz_cases(source: Path, root: Path, seed: int = 0) -> list[Path]:
     return cases
 
 
-def _run_cases(cases: list[Path]) -> dict[str, str]:
-    """Outcome of each case; a case that ends its process is ``"crash: <return code>"``."""
-    outcomes: dict[str, str] = {}
-    pending = [str(case) for case in cases]
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    while pending:
-        run = subprocess.run(
-            [sys.executable, "-c", _WORKER],
-            input="\n".join(pending) + "\n",
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        started = None
-        for line in run.stdout.split("\n"):  # other lines are the libraries' own output
-            if line.startswith("start "):
-                started = line.removeprefix("start ")
-            elif line.startswith("end "):
-                result = json.loads(line.removeprefix("end "))
-                outcomes[result["case"]] = result["outcome"]
-                started = None
-        if started is not None:  # the process died inside this case
-            outcomes[started] = f"crash: return code {run.returncode}: {run.stderr[-300:]}"
-        pending = [case for case in pending if case not in outcomes]
-        if pending and started is None:
-            raise AssertionError(f"the worker stopped before any case: {run.stderr[-2000:]}")
-    return outcomes
-
-
 def test_fuzzed_folders_end_in_a_clean_error_or_a_load(folder: Path, tmp_path: Path) -> None:
     cases = _fuzz_cases(folder, tmp_path)
-    results = _run_cases(cases)
+    results = run_cases(_WORKER, cases)
     outcomes = [results[str(case)] for case in cases]
 
     kinds = [outcome.split(":")[0] for outcome in outcomes]
