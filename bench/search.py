@@ -314,7 +314,9 @@ def vector_types(data: Path, sizes: Sequence[int]) -> dict[str, Any]:
         q_docs, doc_scales = quantize_rows(docs)
         int8 = Vectors(encoder.dim)
         int8.reset(len(docs))
-        int8.append(np.arange(len(docs), dtype=np.int64), q_docs, doc_scales)
+        int8.append(
+            np.arange(len(docs), dtype=np.int64), q_docs, doc_scales, np.zeros(len(docs), np.int32)
+        )
         kinds = {
             "float32": queries @ docs.T,
             "float16": (queries.astype(np.float16) @ docs.T.astype(np.float16)).astype(np.float32),
@@ -333,7 +335,9 @@ def _timings(rows: npt.NDArray[np.float64], query: npt.NDArray[np.float32]) -> d
     unit = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
     vectors = Vectors(unit.shape[1])
     vectors.reset(len(unit))
-    vectors.append(np.arange(len(unit), dtype=np.int64), *quantize_rows(unit))
+    vectors.append(
+        np.arange(len(unit), dtype=np.int64), *quantize_rows(unit), np.zeros(len(unit), np.int32)
+    )
     half = unit.astype(np.float16)
     return {
         "float32 (numpy)": _time(lambda: unit @ query),

@@ -511,7 +511,7 @@ def test_changed_text_without_replace_writes_nothing(index: Index, counter: Coun
     assert index.search("zebras another", mode="keyword") == []
 
 
-def test_replace_updates_in_place(index: Index, counter: Counter) -> None:
+def test_replace_updates_a_changed_text(index: Index, counter: Counter) -> None:
     new_text = "zebras graze on the savanna"
     result = index.add([new_text], ids=["d03"], metadata=[{"topic": "wild"}], replace=True)
     assert result == AddResult(added=0, replaced=1, unchanged=0)
@@ -819,7 +819,7 @@ def check_cosines(vectors: Vectors, rows: Mapping[int, npt.NDArray[np.float32]])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
-def test_vectors_cosines_after_append_update_remove() -> None:
+def test_vectors_cosines_after_append_and_remove() -> None:
     rng = np.random.default_rng(3)
     dim = 48
     vectors = Vectors(dim)
@@ -828,18 +828,13 @@ def test_vectors_cosines_after_append_update_remove() -> None:
 
     def append(docs: list[int]) -> None:
         new = unit_rows(rng, len(docs), dim)
-        vectors.append(np.array(docs, np.int64), *quantize_rows(new))
+        lengths = np.array(docs, np.int32) % 7
+        vectors.append(np.array(docs, np.int64), *quantize_rows(new), lengths)
         rows.update(zip(docs, new, strict=True))
 
     append(list(range(1, 1001)))
     check_cosines(vectors, rows)
     append(list(range(1001, 1101)))  # past the first allocation
-    check_cosines(vectors, rows)
-    changed = [3, 500, 1100]
-    new = unit_rows(rng, 3, dim)
-    new[1] = 0  # a zero row scores 0
-    vectors.update(np.array(changed, np.int64), *quantize_rows(new))
-    rows.update(zip(changed, new, strict=True))
     check_cosines(vectors, rows)
     gone = [1, 2, 500, 777, 1100, 5000]  # 5000 is not held
     vectors.remove(np.array(gone, np.int64))
@@ -847,8 +842,16 @@ def test_vectors_cosines_after_append_update_remove() -> None:
         rows.pop(doc, None)
     assert len(vectors) == 1100 - 5
     check_cosines(vectors, rows)
-    append([2000, 2001])
+    zero = unit_rows(rng, 1, dim)
+    zero[0] = 0  # a zero row scores 0
+    vectors.append(np.array([2000], np.int64), *quantize_rows(zero), np.array([4], np.int32))
+    rows[2000] = zero[0]
+    append([2001])
     check_cosines(vectors, rows)
+    n = len(vectors)
+    # Each document keeps its own length through appends and removals.
+    assert vectors.docs[:n].tolist() == sorted(rows)
+    assert vectors.lengths[:n].tolist() == [4 if doc == 2000 else doc % 7 for doc in sorted(rows)]
     assert vectors.positions(np.array([3, 2001], np.int64)).tolist() == [0, len(vectors) - 1]
 
 
@@ -893,6 +896,61 @@ def test_bad_inputs(tmp_path: Path, encoder: Encoder) -> None:
         with pytest.raises(ValueError, match=r"ids.*surrogate"):
             index.delete(["\ud800"])
         assert len(index) == 1
+
+
+# ---------------------------------------------------------------- postings: segments and merges
+
+
+def test_keyword_scores_stay_exact_through_segments_merges_deletes_and_replaces(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index's own postings (sse_onnx/index/postings.py) written in small segments, merged
+    level after level, with documents deleted and texts replaced in between: BM25 scores equal
+    the reference of the texts held after each step, and merged segments keep no posting of a
+    document that is gone."""
+    from sse_onnx.index import postings, store
+
+    monkeypatch.setattr(store, "ADD_BATCH", 2)
+    monkeypatch.setattr(store, "SEGMENT_DOCUMENTS", 3)
+    monkeypatch.setattr(postings, "FANOUT", 2)
+    held: dict[str, str] = {}
+
+    def check(index: Index, step: str) -> None:
+        ids, texts = list(held), list(held.values())
+        for query in QUERIES:
+            expected = reference_bm25(texts, query)
+            hits = index.search(query, k=100, mode="keyword")
+            wanted = {ids[i]: s for i, s in enumerate(expected) if s > 0}
+            check_ranking(hits, wanted, 100, tol=1e-5, context=f"{step}: {query!r}")
+
+    with Index(tmp_path / "segments.db", encoder=encoder) as index:
+        for start in range(0, len(CORPUS), 7):  # several adds of several segments each
+            index.add(CORPUS[start : start + 7], ids=IDS[start : start + 7])
+            held.update(zip(IDS[start : start + 7], CORPUS[start : start + 7], strict=True))
+            check(index, f"add {start}")
+        index.delete(["d01", "d12", "d28"])
+        for id_ in ("d01", "d12", "d28"):
+            del held[id_]
+        check(index, "delete")
+        index.add(["network cats", "the the the"], ids=["d02", "d13"], replace=True)
+        held.update({"d02": "network cats", "d13": "the the the"})
+        check(index, "replace")
+        for i in range(6):  # more segments, so that earlier ones are merged again
+            index.add([f"fresh snow {i}"], ids=[f"x{i}"])
+            held[f"x{i}"] = f"fresh snow {i}"
+        check(index, "merged")
+        connection = sqlite3.connect(tmp_path / "segments.db")
+        levels = dict(connection.execute("SELECT level, count(*) FROM sse_segments GROUP BY level"))
+        alive = {doc for (doc,) in connection.execute("SELECT doc FROM sse_docs")}
+        merged_docs = set()
+        for blob, level in connection.execute(
+            "SELECT p.docs, s.level FROM sse_postings p JOIN sse_segments s USING (segment)"
+        ):
+            if level > 0:
+                merged_docs |= set(np.frombuffer(blob, "<u4").tolist())
+        connection.close()
+    assert max(levels) >= 2 and all(count < 2 for count in levels.values()), levels
+    assert merged_docs and merged_docs <= alive
 
 
 # ---------------------------------------------------------------- word scores kept in memory

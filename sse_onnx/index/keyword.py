@@ -8,23 +8,24 @@ FTS5 table with the same tokenizer, which says how FTS5 reads each one, so that 
 the same terms count once and words read as none are dropped.
 
 A document's score is FTS5's ``bm25()`` of the query's words joined with ``OR``: a sum over
-the words, each word's part depending only on that word and the document. So each word's part
-is asked of FTS5 alone (``MATCH '"word"'``, every document that holds it) and the parts are
-added. FTS5 reads every document of a word to score it, and that is the cost of a query; the
-parts of words are kept in memory (up to ``CACHED_POSTINGS`` documents in all; the words asked
-least often leave first) until the index changes: common words, the costly ones, are the ones
-queries repeat. Scores are exact either way.
+the words, each word's part depending only on that word and the document. A word that FTS5
+reads as one term (nearly all) is scored from the index's own postings of that term
+(:mod:`sse_onnx.index.postings`: numpy, no lookup per document); a word read as several terms
+is a phrase, and its part is asked of FTS5 (``MATCH '"word"'``, ``bm25()``). The parts are
+added, and kept in memory (up to ``CACHED_POSTINGS`` documents in all; the words asked least
+often leave first) until the index changes. Scores are exact either way.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
+from sse_onnx.errors import IndexFormatError
+from sse_onnx.index.postings import TermReader, bm25_part
 from sse_onnx.index.schema import FTS_TOKENIZER
 
 __all__ = ["CACHED_POSTINGS", "MAX_WORDS", "KeywordSearch", "expression"]
@@ -36,8 +37,11 @@ MAX_COUNTED = 1 << 20
 #: Distinct words of a query that are scored, the first ones (a pasted page is not a query).
 MAX_WORDS = 1024
 _WORD = re.compile(r"[^\W_]+")
+#: Document numbers are mapped to positions with a table when it is at most this much larger
+#: than the number of documents (else by binary search).
+_SPARSE = 4
 
-Positions = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.intp]]
+I64 = npt.NDArray[np.int64]
 
 
 def expression(word: str) -> str:
@@ -54,9 +58,11 @@ class KeywordSearch:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self._term = TermReader(connection)
         self._cache: dict[str, tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]] = {}
         self._cached = 0
         self._asked: dict[str, int] = {}  # how often each word was asked, across changes
+        self._table: npt.NDArray[np.int32] | None = None
         connection.execute(
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.sse_query "
             f"USING fts5(word, tokenize='{FTS_TOKENIZER}')"
@@ -66,40 +72,43 @@ class KeywordSearch:
             "USING fts5vocab(temp, sse_query, instance)"
         )
 
-    def words(self, query: str) -> list[str]:
-        """The words of ``query`` that FTS5 reads as terms, one for each distinct reading."""
+    def words(self, query: str) -> list[tuple[str, tuple[str, ...]]]:
+        """The words of ``query`` that FTS5 reads as terms (one for each distinct reading),
+        each with its terms."""
         words = list(dict.fromkeys(_WORD.findall(query)))
         distinct: dict[tuple[str, ...], str] = {}
         for word, terms in zip(words, self._read(words), strict=True):
             if terms:
                 distinct.setdefault(terms, word)
-        return list(distinct.values())[:MAX_WORDS]
+        return [(word, terms) for terms, word in distinct.items()][:MAX_WORDS]
 
     def scores(
-        self, query: str, documents: int, positions: Positions
+        self, query: str, docs: I64, lengths: npt.NDArray[np.int32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """Each document's BM25 score for ``query`` (0 where no word matches), and the matches.
 
         Args:
             query: The query text.
-            documents: How many documents the index holds (the length of the results).
-            positions: Maps document numbers to their positions in the results.
+            docs: The numbers of the documents the index holds, ascending (the results follow
+                their order).
+            lengths: Each document's length in terms.
         """
-        total = np.zeros(documents, np.float64)
-        matched = np.zeros(documents, bool)
-        for word in self.words(query):
-            where, part = self._postings(word, positions)
+        total = np.zeros(len(docs), np.float64)
+        matched = np.zeros(len(docs), bool)
+        for word, terms in self.words(query):
+            where, part = self._part(word, terms, docs, lengths)
             total[where] += part
             matched[where] = True
         return total.astype(np.float32), matched
 
     def forget(self) -> None:
-        """Drop the word scores kept in memory (the index changed)."""
+        """Drop what is kept in memory (the index changed)."""
         self._cache.clear()
         self._cached = 0
+        self._table = None
 
-    def _postings(
-        self, word: str, positions: Positions
+    def _part(
+        self, word: str, terms: tuple[str, ...], docs: I64, lengths: npt.NDArray[np.int32]
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
         """The positions of the documents holding ``word`` and its part of their scores.
 
@@ -111,19 +120,68 @@ class KeywordSearch:
         self._asked[word] = self._asked.get(word, 0) + 1
         if word in cache:
             return cache[word]
-        rows = self._connection.execute(
-            "SELECT rowid, bm25(sse_fts) FROM sse_fts WHERE sse_fts MATCH ?", (expression(word),)
-        ).fetchall()
-        docs, scores = zip(*rows, strict=True) if rows else ((), ())
-        where = positions(np.array(docs, np.int64)).astype(np.int32)
-        # FTS5's bm25() is negative, lower is better.
-        part = -np.array(scores, np.float32)
-        if len(rows) <= CACHED_POSTINGS:
+        if len(terms) == 1:
+            where, part = self._from_postings(terms[0], docs, lengths)
+        else:
+            where, part = self._from_fts5(word, docs)
+        if len(where) <= CACHED_POSTINGS:
             cache[word] = (where, part)
-            self._cached += len(rows)
+            self._cached += len(where)
             if self._cached > CACHED_POSTINGS:
                 self._evict()
         return where, part
+
+    def _from_postings(
+        self, term: str, docs: I64, lengths: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """A term's part, from the index's postings (documents no longer held are skipped)."""
+        numbers, counts = self._term(term)
+        where = self._positions(numbers.astype(np.int64), docs)
+        held = where >= 0
+        where, counts = where[held], counts[held]
+        if len(where) == 0:
+            return where.astype(np.int32), np.zeros(0, np.float32)
+        part = bm25_part(
+            counts.astype(np.float64),
+            lengths[where].astype(np.float64),
+            len(docs),
+            float(lengths.sum(dtype=np.int64)) / len(docs),
+        )
+        return where.astype(np.int32), part.astype(np.float32)
+
+    def _from_fts5(
+        self, word: str, docs: I64
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """A phrase's part (a word FTS5 reads as several terms), from FTS5's bm25()."""
+        rows = self._connection.execute(
+            "SELECT rowid, bm25(sse_fts) FROM sse_fts WHERE sse_fts MATCH ?", (expression(word),)
+        ).fetchall()
+        numbers, scores = zip(*rows, strict=True) if rows else ((), ())
+        where = self._positions(np.array(numbers, np.int64), docs)
+        if (where < 0).any():
+            raise IndexFormatError(
+                "The index's full-text part names documents its table does not hold; the file "
+                "is damaged. Build the index again from its texts."
+            )
+        # FTS5's bm25() is negative, lower is better.
+        return where.astype(np.int32), -np.array(scores, np.float32)
+
+    def _positions(self, numbers: I64, docs: I64) -> npt.NDArray[np.int64]:
+        """Where each document number sits in ``docs`` (-1 where it is not held)."""
+        if len(docs) == 0 or len(numbers) == 0:
+            return np.full(len(numbers), -1, np.int64)
+        top = int(docs[-1])
+        if top <= _SPARSE * len(docs) + (1 << 20):
+            if self._table is None:
+                table = np.full(top + 1, -1, np.int32)
+                table[docs] = np.arange(len(docs), dtype=np.int32)
+                self._table = table
+            inside = numbers <= top
+            out = np.full(len(numbers), -1, np.int64)
+            out[inside] = self._table[numbers[inside]]
+            return out
+        at = np.searchsorted(docs, numbers).clip(0, len(docs) - 1)
+        return np.where(docs[at] == numbers, at, -1)
 
     def _evict(self) -> None:
         """Drop the words asked least often (the smaller first) down to 3/4 of the budget.

@@ -4,11 +4,14 @@ One SQLite file holds everything (docs/index-format.md describes it for other re
 
 - ``sse_meta(key, value)``: the schema version and what produced the vectors (the model's
   name, the sha256 of its ``manifest.json``, variant, width, vector type).
-- ``sse_docs``: one row a document: its number ``doc`` (the rowid), the caller's ``id``, the
-  ``text``, ``metadata`` (a JSON object or NULL), the text's ``sha256``, its int8 ``vector``
-  and the vector's ``scale`` (:mod:`sse_onnx.index.vectors`).
+- ``sse_docs``: one row a document: its number ``doc`` (the rowid, never reused), the caller's
+  ``id``, the ``text``, ``metadata`` (a JSON object or NULL), the text's ``sha256``, its int8
+  ``vector`` and the vector's ``scale`` (:mod:`sse_onnx.index.vectors`), and its length in
+  FTS5 terms, ``tokens``.
 - ``sse_fts``: an FTS5 index of ``sse_docs.text`` (external content, ``porter unicode61``),
   kept in step by the index itself within each transaction (no triggers).
+- ``sse_segments`` and ``sse_postings``: each term's documents and counts, for BM25 without
+  FTS5's cost per document (:mod:`sse_onnx.index.postings`).
 
 A file from elsewhere is untrusted, as SQLite's "Defense Against The Dark Arts" advises:
 ``trusted_schema`` off, cell size checks on, memory mapping off, a ``quick_check``, and the
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 #: Version of the tables below; a file of another version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Identifies an index file in ``sse_meta`` (``format``).
 FORMAT_NAME = "sse-onnx-index"
 #: Words are split by Unicode class, folded to lower case without diacritics, then stemmed.
@@ -52,15 +55,24 @@ FTS_TOKENIZER = "porter unicode61"
 _TABLES = (
     "CREATE TABLE sse_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
     "CREATE TABLE sse_docs ("
-    "doc INTEGER PRIMARY KEY, "
+    "doc INTEGER PRIMARY KEY AUTOINCREMENT, "
     "id TEXT NOT NULL UNIQUE, "
     "text TEXT NOT NULL, "
     "metadata TEXT, "
     "sha256 BLOB NOT NULL, "
     "vector BLOB NOT NULL, "
-    "scale REAL NOT NULL)",
+    "scale REAL NOT NULL, "
+    "tokens INTEGER NOT NULL)",
     "CREATE VIRTUAL TABLE sse_fts USING fts5("
     f"text, content='sse_docs', content_rowid='doc', tokenize='{FTS_TOKENIZER}')",
+    "CREATE TABLE sse_segments (segment INTEGER PRIMARY KEY, level INTEGER NOT NULL)",
+    "CREATE TABLE sse_postings ("
+    "term TEXT NOT NULL, "
+    "segment INTEGER NOT NULL, "
+    "docs BLOB NOT NULL, "
+    "counts BLOB NOT NULL, "
+    "PRIMARY KEY (term, segment))",
+    "CREATE INDEX sse_postings_segment ON sse_postings (segment)",
 )
 
 
@@ -227,6 +239,10 @@ def translated(path: Path) -> Iterator[None]:
     """
     try:
         yield
+    except IndexFormatError as exc:
+        if str(path) in str(exc):
+            raise
+        raise IndexFormatError(f"{path}: {exc}") from exc
     except sqlite3.OperationalError as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:

@@ -34,6 +34,14 @@ from sse_onnx.index.inputs import (
     checked_where,
 )
 from sse_onnx.index.keyword import KeywordSearch
+from sse_onnx.index.postings import (
+    MAX_DOC,
+    SEGMENT_DOCUMENTS,
+    Postings,
+    Tokenizer,
+    merge_segments,
+    write_segment,
+)
 from sse_onnx.index.vectors import Vectors, quantize_rows
 
 if TYPE_CHECKING:
@@ -53,6 +61,8 @@ _LOAD_ROWS = 1 << 16
 _SQLITE_HEADER = b"SQLite format 3\x00"
 #: Host parameters per statement (SQLite's default limit is 32,766 since 3.32; older: 999).
 _PARAMETERS = 900
+#: A document's length in terms is held as int32.
+_MAX_TOKENS = (1 << 31) - 1
 _IDENTITY = ("model_name", "model_sha256", "variant", "dim", "vector_type")
 
 
@@ -138,6 +148,7 @@ class Index:
         self.encoder = encoder
         self._identity = _identity(encoder)
         self._lock = threading.RLock()
+        self._tokenizer: Tokenizer | None = None
         if self.path.is_file() and not _sqlite_or_empty(self.path):
             raise IndexFormatError(
                 f"{self.path} is not an SQLite file, so not an sse-onnx index; pass an index "
@@ -180,22 +191,25 @@ class Index:
         connection, dim, path = self._connection, self.vectors.dim, self.path
         bad = connection.execute(
             "SELECT id FROM sse_docs WHERE typeof(vector) != 'blob' OR length(vector) != ?"
-            " OR typeof(scale) NOT IN ('real', 'integer') LIMIT 1",
-            (dim,),
+            " OR typeof(scale) NOT IN ('real', 'integer') OR typeof(tokens) != 'integer'"
+            " OR tokens NOT BETWEEN 0 AND ? OR doc NOT BETWEEN 1 AND ? LIMIT 1",
+            (dim, _MAX_TOKENS, MAX_DOC),
         ).fetchone()
         if bad is not None:
             raise IndexFormatError(
-                f"{path}: the vector of document {bad[0]!r} is not {dim} int8 values and a "
-                "scale; the file is damaged. Build the index again from its texts."
+                f"{path}: document {bad[0]!r} does not have {dim} int8 values, a scale, a "
+                "length and a number the index writes; the file is damaged. Build the index "
+                "again from its texts."
             )
         self.vectors.reset(connection.execute("SELECT count(*) FROM sse_docs").fetchone()[0])
-        cursor = connection.execute("SELECT doc, vector, scale FROM sse_docs ORDER BY doc")
+        cursor = connection.execute("SELECT doc, vector, scale, tokens FROM sse_docs ORDER BY doc")
         while rows := cursor.fetchmany(_LOAD_ROWS):
-            docs, blobs, scales = zip(*rows, strict=True)
+            docs, blobs, scales, lengths = zip(*rows, strict=True)
             self.vectors.append(
                 np.array(docs, np.int64),
                 np.frombuffer(b"".join(blobs), np.int8).reshape(len(rows), dim),
                 _scales(scales),
+                np.array(lengths, np.int32),
             )
         self._version = self._data_version()
         self._keyword.forget()
@@ -230,6 +244,8 @@ class Index:
         """Close the file (the index cannot be used afterwards)."""
         with self._lock:
             self._connection.close()
+            if self._tokenizer is not None:
+                self._tokenizer.close()
 
     def __enter__(self) -> Index:
         return self
@@ -361,70 +377,90 @@ class Index:
             "UPDATE sse_docs SET metadata = ? WHERE id = ?",
             [(row.metadata, row.id) for row in remeta],
         )
-        next_doc = 1 + (
-            self._connection.execute("SELECT max(doc) FROM sse_docs").fetchone()[0] or 0
-        )
-        numbered = [(next_doc + i, row) for i, row in enumerate(new)]
-        numbered += [(existing[row.id][0], row) for row in retext]
+        # A changed text is a new document: the old one goes, and its postings with it.
+        gone = [existing[row.id] for row in retext]
+        self._remove([(doc, text) for doc, _, _, text in gone])
+        first = self._next_doc()
+        written = new + retext
+        if first + len(written) - 1 > MAX_DOC:
+            raise SSEError(
+                f"{self.path} has numbered {first - 1:,} documents, the most an index can; "
+                "build a new index from its texts."
+            )
+        numbered = list(enumerate(written, first))
         if given is not None:
             where = {row.id: i for i, row in enumerate(rows)}
-            given = given[[where[row.id] for _, row in numbered]]
-        for batch, (q, scales) in self._embedded(numbered, given):
-            self._write_batch(batch, q, scales, existing)
+            given = given[[where[row.id] for row in written]]
+        removed = np.array([doc for doc, _, _, _ in gone], np.int64)
+        segment = _Segment(self._connection, first, removed, self.vectors.docs[: len(self.vectors)])
+        for batch, prepared in self._prepared(numbered, given):
+            self._write_batch(batch, prepared)
+            segment.add(prepared.postings, len(batch))
             if progress is not None:
                 progress(len(batch))
+        segment.close()
         if progress is not None and same:
             progress(len(same))
         return AddResult(added=len(new), replaced=len(changed), unchanged=len(same))
 
-    def _embedded(
+    def _next_doc(self) -> int:
+        """The next document's number: above any held or ever held (AUTOINCREMENT)."""
+        (top,) = self._connection.execute(
+            "SELECT max(coalesce((SELECT max(doc) FROM sse_docs), 0), coalesce((SELECT seq "
+            "FROM sqlite_sequence WHERE name = 'sse_docs'), 0))"
+        ).fetchone()
+        return int(top) + 1
+
+    def _prepared(
         self, numbered: list[tuple[int, Row]], given: npt.NDArray[np.float32] | None
-    ) -> Iterator[
-        tuple[list[tuple[int, Row]], tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]]
-    ]:
-        """Batches with their quantized vectors; the next batch is embedded while one is written.
+    ) -> Iterator[tuple[list[tuple[int, Row]], _Prepared]]:
+        """Batches with their vectors and postings; the next batch is prepared while one is
+        written.
 
         onnxruntime and SQLite both let go of the GIL, so encoding and writing overlap.
         """
         starts = range(0, len(numbered), ADD_BATCH)
         batches = [numbered[i : i + ADD_BATCH] for i in starts]
-        if given is not None:
-            for start, batch in zip(starts, batches, strict=True):
-                yield batch, quantize_rows(normalize(given[start : start + ADD_BATCH]))
-            return
         if not batches:
             return
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer()
+        tokenizer = self._tokenizer
 
-        def embed(
-            batch: list[tuple[int, Row]],
-        ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
-            vectors = self.encoder.encode([row.text for _, row in batch], show_progress_bar=False)
-            return quantize_rows(vectors)
+        def prepare(start: int, batch: list[tuple[int, Row]]) -> _Prepared:
+            texts = [row.text for _, row in batch]
+            if given is None:
+                vectors = self.encoder.encode(texts, show_progress_bar=False)
+            else:
+                vectors = normalize(given[start : start + len(batch)])
+            postings, lengths = tokenizer([doc for doc, _ in batch], texts)
+            return _Prepared(*quantize_rows(vectors), postings, lengths)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-index-encode") as pool:
-            pending = pool.submit(embed, batches[0])
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-index-add") as pool:
+            pending = pool.submit(prepare, 0, batches[0])
             for i, batch in enumerate(batches):
                 done = pending.result()
                 if i + 1 < len(batches):
-                    pending = pool.submit(embed, batches[i + 1])
+                    pending = pool.submit(prepare, starts[i + 1], batches[i + 1])
                 yield batch, done
 
-    def _write_batch(
-        self,
-        batch: list[tuple[int, Row]],
-        q: npt.NDArray[np.int8],
-        scales: npt.NDArray[np.float32],
-        existing: Mapping[str, tuple[int, bytes, str | None, str]],
-    ) -> None:
+    def _write_batch(self, batch: list[tuple[int, Row]], prepared: _Prepared) -> None:
         executemany = self._connection.executemany
-        self._unindex([(doc, existing[row.id][3]) for doc, row in batch if row.id in existing])
+        q, scales, lengths = prepared.q, prepared.scales, prepared.lengths
         executemany(
-            "INSERT INTO sse_docs (doc, id, text, metadata, sha256, vector, scale) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (doc) DO UPDATE SET text = excluded.text, "
-            "metadata = excluded.metadata, sha256 = excluded.sha256, vector = excluded.vector, "
-            "scale = excluded.scale",
+            "INSERT INTO sse_docs (doc, id, text, metadata, sha256, vector, scale, tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (doc, row.id, row.text, row.metadata, row.sha256, q[i].tobytes(), float(scales[i]))
+                (
+                    doc,
+                    row.id,
+                    row.text,
+                    row.metadata,
+                    row.sha256,
+                    q[i].tobytes(),
+                    float(scales[i]),
+                    int(lengths[i]),
+                )
                 for i, (doc, row) in enumerate(batch)
             ],
         )
@@ -433,27 +469,23 @@ class Index:
             [(doc, row.text) for doc, row in batch],
         )
         docs = np.array([doc for doc, _ in batch], np.int64)
-        is_new = np.array([row.id not in existing for _, row in batch], bool)
-        self._pending.append(lambda: self._apply(docs, q, scales, is_new))
+        self._pending.append(lambda: self.vectors.append(docs, q, scales, lengths.astype(np.int32)))
 
-    def _unindex(self, entries: list[tuple[int, str]]) -> None:
-        """Take ``(doc, text)`` entries out of the full-text index.
+    def _remove(self, entries: list[tuple[int, str]]) -> None:
+        """Delete ``(doc, text)`` documents: their rows and their FTS5 entries.
 
-        External-content FTS5: an entry is deleted with the text it was indexed from.
+        External-content FTS5: an entry is deleted with the text it was indexed from. Their
+        postings stay until their segments are merged, and count no more (their documents are
+        gone).
         """
-        self._connection.executemany(
+        connection = self._connection
+        connection.executemany(
             "INSERT INTO sse_fts (sse_fts, rowid, text) VALUES ('delete', ?, ?)", entries
         )
-
-    def _apply(
-        self,
-        docs: npt.NDArray[np.int64],
-        q: npt.NDArray[np.int8],
-        scales: npt.NDArray[np.float32],
-        is_new: npt.NDArray[np.bool_],
-    ) -> None:
-        self.vectors.append(docs[is_new], q[is_new], scales[is_new])
-        self.vectors.update(docs[~is_new], q[~is_new], scales[~is_new])
+        connection.executemany("DELETE FROM sse_docs WHERE doc = ?", [(doc,) for doc, _ in entries])
+        docs = np.array([doc for doc, _ in entries], np.int64)
+        if len(docs):
+            self._pending.append(lambda: self.vectors.remove(docs))
 
     def _delete(self, ids: list[str], missing_ok: bool) -> int:
         existing = self._existing(ids)
@@ -466,12 +498,7 @@ class Index:
                 "missing_ok=True to delete the others."
             )
         found = list(existing.values())
-        self._unindex([(doc, text) for doc, _, _, text in found])
-        self._connection.executemany(
-            "DELETE FROM sse_docs WHERE doc = ?", [(doc,) for doc, _, _, _ in found]
-        )
-        docs = np.array([doc for doc, _, _, _ in found], np.int64)
-        self._pending.append(lambda: self.vectors.remove(docs))
+        self._remove([(doc, text) for doc, _, _, text in found])
         return len(found)
 
     def _reembed(self) -> None:
@@ -574,7 +601,10 @@ class Index:
             assert dense is not None
             best = top_k(dense, k, allowed)
             return best, dense[best]
-        keyword, matched = self._keyword.scores(query, len(self.vectors), self.vectors.positions)
+        n = len(self.vectors)
+        keyword, matched = self._keyword.scores(
+            query, self.vectors.docs[:n], self.vectors.lengths[:n]
+        )
         if mode == "keyword":
             if allowed is not None:
                 matched &= allowed
@@ -662,6 +692,66 @@ class Index:
             "bytes_per_document": round(size / count, 1) if count else None,
             **meta,
         }
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch made ready to write: int8 vectors, their scales, postings, lengths in terms."""
+
+    q: npt.NDArray[np.int8]
+    scales: npt.NDArray[np.float32]
+    postings: Postings
+    lengths: npt.NDArray[np.int64]
+
+
+class _Segment:
+    """Gathers one add's postings and writes them as segments of ``SEGMENT_DOCUMENTS``, then
+    merges segments (inside the add's transaction).
+
+    Args:
+        connection: The index's connection, in a write transaction.
+        first: The first document number this add writes (those from it on are alive).
+        removed: Documents this add removed (replaced texts).
+        held: The documents held before the add (ascending).
+    """
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        first: int,
+        removed: npt.NDArray[np.int64],
+        held: npt.NDArray[np.int64],
+    ) -> None:
+        self._connection = connection
+        self._first = first
+        self._removed = removed
+        self._held = held
+        self._parts: list[Postings] = []
+        self._documents = 0
+
+    def add(self, postings: Postings, documents: int) -> None:
+        self._parts.append(postings)
+        self._documents += documents
+        if self._documents >= SEGMENT_DOCUMENTS:
+            self._flush()
+
+    def close(self) -> None:
+        self._flush()
+        merge_segments(self._connection, self._alive)
+
+    def _flush(self) -> None:
+        if self._parts:
+            write_segment(self._connection, Postings.join(self._parts))
+        self._parts, self._documents = [], 0
+
+    def _alive(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
+        numbers = docs.astype(np.int64)
+        held = self._held
+        at = np.searchsorted(held, numbers).clip(0, max(len(held) - 1, 0))
+        before = (held[at] == numbers) if len(held) else np.zeros(len(numbers), bool)
+        before &= ~np.isin(numbers, self._removed)
+        alive: npt.NDArray[np.bool_] = before | (numbers >= self._first)
+        return alive
 
 
 def _identity(encoder: Encoder) -> dict[str, str]:

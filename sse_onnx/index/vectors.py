@@ -47,7 +47,8 @@ def dequantize(q: npt.NDArray[np.int8], scales: npt.NDArray[np.float32]) -> npt.
 
 
 class Vectors:
-    """The rows of an index in memory, in the order of their document numbers (ascending).
+    """The rows of an index in memory, in the order of their document numbers (ascending):
+    each document's number, vector, scale, and length in terms (for BM25).
 
     Args:
         dim: Width of every row.
@@ -58,6 +59,7 @@ class Vectors:
         self.docs = np.zeros(0, dtype=np.int64)
         self._shifted = np.zeros((0, dim), dtype=np.uint8)
         self.scales = np.zeros(0, dtype=np.float32)
+        self.lengths = np.zeros(0, dtype=np.int32)
         self._count = 0
         options = ort.SessionOptions()
         # One core: a search is a small call among many; threads cost more than they save.
@@ -72,13 +74,16 @@ class Vectors:
 
     def nbytes(self) -> int:
         """Bytes held by the rows, their scales and their document numbers."""
-        return int(self._shifted.nbytes + self.scales.nbytes + self.docs.nbytes)
+        return int(
+            self._shifted.nbytes + self.scales.nbytes + self.docs.nbytes + self.lengths.nbytes
+        )
 
     def reset(self, count: int) -> None:
         """Empty the rows and make room for ``count`` of them."""
         self.docs = np.zeros(count, dtype=np.int64)
         self._shifted = np.zeros((count, self.dim), dtype=np.uint8)
         self.scales = np.zeros(count, dtype=np.float32)
+        self.lengths = np.zeros(count, dtype=np.int32)
         self._count = 0
 
     def append(
@@ -86,6 +91,7 @@ class Vectors:
         docs: npt.NDArray[np.int64],
         q: npt.NDArray[np.int8],
         scales: npt.NDArray[np.float32],
+        lengths: npt.NDArray[np.int32],
     ) -> None:
         """Add rows whose document numbers are all above those held."""
         n = len(docs)
@@ -95,21 +101,12 @@ class Vectors:
             self.docs = _grown(self.docs, grown)
             self._shifted = _grown(self._shifted, grown)
             self.scales = _grown(self.scales, grown)
+            self.lengths = _grown(self.lengths, grown)
         self.docs[self._count : end] = docs
         self._shifted[self._count : end] = q.view(np.uint8) ^ np.uint8(0x80)
         self.scales[self._count : end] = scales
+        self.lengths[self._count : end] = lengths
         self._count = end
-
-    def update(
-        self,
-        docs: npt.NDArray[np.int64],
-        q: npt.NDArray[np.int8],
-        scales: npt.NDArray[np.float32],
-    ) -> None:
-        """Replace the rows of documents already held."""
-        at = self.positions(docs)
-        self._shifted[at] = q.view(np.uint8) ^ np.uint8(0x80)
-        self.scales[at] = scales
 
     def remove(self, docs: npt.NDArray[np.int64]) -> None:
         """Drop the rows of these documents (those not held are ignored)."""
@@ -118,6 +115,7 @@ class Vectors:
         self.docs[:kept] = self.docs[: self._count][keep]
         self._shifted[:kept] = self._shifted[: self._count][keep]
         self.scales[:kept] = self.scales[: self._count][keep]
+        self.lengths[:kept] = self.lengths[: self._count][keep]
         self._count = kept
 
     def positions(self, docs: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
