@@ -66,7 +66,7 @@ NULL_VARIANCE_RATIO = 1e-12
 
 
 @dataclass(frozen=True)
-class Recipe:
+class BuildRecipe:
     """The knobs of the recipe; the defaults build the bundled model.
 
     Attributes:
@@ -234,7 +234,7 @@ def near_identity_dyt(
 # --------------------------------------------------------------------------- output
 
 
-def build_config(recipe: Recipe, vocab_size: int, source: Path) -> dict[str, Any]:
+def build_config(recipe: BuildRecipe, vocab_size: int, source: Path) -> dict[str, Any]:
     """Return the ``config.json`` content: architecture, sizes, recipe and teacher provenance."""
     import torch
     import transformers
@@ -315,7 +315,7 @@ def _seed_everything(seed: int) -> None:
         logger.warning("deterministic algorithms unavailable: %s", error)
 
 
-def build(output: Path, recipe: Recipe) -> dict[str, Any]:
+def build(output: Path, recipe: BuildRecipe) -> dict[str, Any]:
     """Build the checkpoint described by ``recipe`` into ``output``.
 
     Args:
@@ -352,10 +352,10 @@ def build(output: Path, recipe: Recipe) -> dict[str, Any]:
     return config
 
 
-def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Recipe]:
+def _parse_args(argv: Sequence[str] | None) -> tuple[Path, BuildRecipe]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
-    add_options(parser, Recipe)
+    add_options(parser, BuildRecipe)
     args = parser.parse_args(argv)
     if args.dim < 1:
         parser.error(f"--dim must be at least 1, not {args.dim}")
@@ -363,7 +363,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Recipe]:
         parser.error(f"--dyt-percentile must be in (0, 100], not {args.dyt_percentile}")
     if args.sif_coefficient < 0 or args.batch_size < 1:
         parser.error("--sif-coefficient must be >= 0 and --batch-size >= 1")
-    return args.output, recipe_from(parser, args, Recipe)
+    return args.output, recipe_from(parser, args, BuildRecipe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,7 +65,7 @@ FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainRecipe:
     """The knobs of the recipe; the defaults build the bundled model.
 
     Each field is an option of the command line (:mod:`models.recipe_options`).
@@ -194,7 +194,7 @@ class Split:
     has_target: npt.NDArray[np.bool_] | None = None
 
 
-def prepare(recipe: Recipe, data: Path, copies: Path, cache: Path) -> Split:
+def prepare(recipe: TrainRecipe, data: Path, copies: Path, cache: Path) -> Split:
     """Load the pairs, hold some out, tokenize, mine hard negatives, choose the context texts."""
     debs = cache / "debs"
     if not any(debs.glob("wordnet-base_*.deb")) or not any(
@@ -281,7 +281,7 @@ def _hard_negatives(
     return out
 
 
-def distill_rows(recipe: Recipe, split: Split) -> list[int]:
+def distill_rows(recipe: TrainRecipe, split: Split) -> list[int]:
     """The texts the teacher embeds, as rows of ``split.texts``: the context passages, their
     anchors and further anchors."""
     position = {text: n for n, text in enumerate(split.texts)}
@@ -300,7 +300,7 @@ def distill_rows(recipe: Recipe, split: Split) -> list[int]:
     return list(chosen)
 
 
-def add_targets(recipe: Recipe, split: Split, cache: Path) -> None:
+def add_targets(recipe: TrainRecipe, split: Split, cache: Path) -> None:
     """Teacher embeddings of :func:`distill_rows`, zero (and masked) for every other text."""
     rows = np.array(distill_rows(recipe, split), dtype=np.int64)
     started = time.perf_counter()
@@ -313,7 +313,7 @@ def add_targets(recipe: Recipe, split: Split, cache: Path) -> None:
 
 
 def per_token_start(
-    recipe: Recipe, split: Split, cache: Path
+    recipe: TrainRecipe, split: Split, cache: Path
 ) -> tuple[FloatArray, FloatArray, tuple[FloatArray, ...]]:
     """Stage 1: the table, the PCA axes and a near-identity DyT head.
 
@@ -465,7 +465,11 @@ def held_out_score(
 
 
 def train(
-    recipe: Recipe, split: Split, table: FloatArray, axes: FloatArray, head: tuple[FloatArray, ...]
+    recipe: TrainRecipe,
+    split: Split,
+    table: FloatArray,
+    axes: FloatArray,
+    head: tuple[FloatArray, ...],
 ) -> tuple[Student, list[dict[str, float]]]:
     """Stages 2 and 3 jointly; returns the student of the best held-out epoch and the history."""
     import torch
@@ -559,7 +563,7 @@ def train(
     return final, history
 
 
-def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Recipe]:
+def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, TrainRecipe]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument(
@@ -578,9 +582,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, Path, Rec
         default=ROOT / ".cache" / "train",
         help="folder for downloads, teacher targets and token vectors (reused across runs)",
     )
-    add_options(parser, Recipe)
+    add_options(parser, TrainRecipe)
     args = parser.parse_args(argv)
-    return args.output, args.data, args.copies, args.cache, recipe_from(parser, args, Recipe)
+    return args.output, args.data, args.copies, args.cache, recipe_from(parser, args, TrainRecipe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -608,14 +612,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def recipe_command(recipe: Recipe) -> str:
+def recipe_command(recipe: TrainRecipe) -> str:
     """The command line that builds ``recipe``: the options that differ from the defaults."""
     options = "".join(f" {option}" for option in command_options(recipe))
     return "python -m models.train_default --output models/default" + options
 
 
 def build_config(
-    recipe: Recipe, split: Split, history: list[dict[str, float]], seconds: float
+    recipe: TrainRecipe, split: Split, history: list[dict[str, float]], seconds: float
 ) -> dict[str, Any]:
     """The ``config.json``: architecture, recipe, data sources and licences, training history."""
     import torch

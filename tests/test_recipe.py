@@ -40,10 +40,10 @@ def test_context_blend_without_enough_context_text_names_the_fix() -> None:
 
 
 def test_the_recorded_command_rebuilds_the_same_recipe() -> None:
-    recipe = train_default.Recipe(
+    recipe = train_default.TrainRecipe(
         seed=3,
         sources=("debian", "stsb", "debian-full"),
-        limits={**train_default.Recipe().limits, "wordnet": 0, "debian-full": 1000},
+        limits={**train_default.TrainRecipe().limits, "wordnet": 0, "debian-full": 1000},
         context=False,
         context_shrink=5.0,
         context_texts=500,
@@ -59,6 +59,6 @@ def test_the_recorded_command_rebuilds_the_same_recipe() -> None:
     *_, parsed = train_default._parse_args(shlex.split(command)[3:])
 
     assert parsed == recipe
-    assert train_default.recipe_command(train_default.Recipe()) == (
+    assert train_default.recipe_command(train_default.TrainRecipe()) == (
         "python -m models.train_default --output models/default"
     )

@@ -35,7 +35,7 @@ def parse(recipe_type: type[Any], options: list[str]) -> Any:
     return recipe_from(parser, parser.parse_args(shlex.split(" ".join(options))), recipe_type)
 
 
-@pytest.mark.parametrize("recipe_type", [train_default.Recipe, build_default.Recipe])
+@pytest.mark.parametrize("recipe_type", [train_default.TrainRecipe, build_default.BuildRecipe])
 def test_every_field_round_trips_through_the_command_line(recipe_type: type[Any]) -> None:
     defaults = recipe_type()
     for field in dataclasses.fields(recipe_type):
@@ -47,21 +47,23 @@ def test_every_field_round_trips_through_the_command_line(recipe_type: type[Any]
 
 
 def test_choices_and_tuples_round_trip() -> None:
-    recipe = train_default.Recipe(
+    recipe = train_default.TrainRecipe(
         sources=("debian", "stsb"), drop_pairs=("stsb",), select="domain", width_weights=(1.0,) * 5
     )
-    assert parse(train_default.Recipe, command_options(recipe)) == recipe
-    assert parse(build_default.Recipe, ["--pooling mean"]) == build_default.Recipe(pooling="mean")
+    assert parse(train_default.TrainRecipe, command_options(recipe)) == recipe
+    assert parse(build_default.BuildRecipe, ["--pooling mean"]) == build_default.BuildRecipe(
+        pooling="mean"
+    )
 
 
 def test_the_default_recipes_need_no_option_but_a_forced_one() -> None:
-    assert command_options(train_default.Recipe()) == []
-    assert command_options(build_default.Recipe(), always=("seed",)) == ["--seed 0"]
+    assert command_options(train_default.TrainRecipe()) == []
+    assert command_options(build_default.BuildRecipe(), always=("seed",)) == ["--seed 0"]
 
 
 def test_an_unknown_limit_names_the_form_and_the_sources(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
-        parse(train_default.Recipe, ["--limit nope=3"])
+        parse(train_default.TrainRecipe, ["--limit nope=3"])
     assert "--limit takes SOURCE=PAIRS with SOURCE in ('wikipedia'" in capsys.readouterr().err
