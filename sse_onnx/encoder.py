@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from sse_onnx.embeddings import (
 )
 from sse_onnx.errors import ModelFormatError, SSEError
 from sse_onnx.pipeline import run_pipeline
+from sse_onnx.texts import check_unicode
 from sse_onnx.tokenizer import TextTokenizer, TokenIds
 
 __all__ = ["DEFAULT_MODEL", "Encoder"]
@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: The exported default model shipped inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
-#: A lone UTF-16 surrogate: a str Python accepts but no tokenizer can encode.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 #: Most padded tokens in one graph call: the Gather materialises batch x length x dim floats,
 #: which should stay within the CPU cache; 2^12 was faster but took more peak memory
 #: (bench/results/constants.md).
@@ -285,7 +282,7 @@ class Encoder:
     @overload
     def encode(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str] | npt.NDArray[Any],
         *,
         batch_size: int = ...,
         normalize_embeddings: bool = ...,
@@ -296,7 +293,7 @@ class Encoder:
 
     def encode(
         self,
-        texts: str | Sequence[str],
+        texts: str | Sequence[str] | npt.NDArray[Any],
         *,
         batch_size: int = 32,
         normalize_embeddings: bool = True,
@@ -311,7 +308,7 @@ class Encoder:
         original order. Texts of any length keep memory bounded.
 
         Args:
-            texts: A string, or a sequence of strings.
+            texts: A string; or a sequence, a 1-d numpy array or a pandas Series of strings.
             batch_size: Texts per graph call.
             normalize_embeddings: L2-normalise each embedding (after ``truncate_dim``).
             truncate_dim: Keep the first k dimensions (Matryoshka); ``None`` keeps all.
@@ -716,14 +713,10 @@ def _listed_texts(texts: object) -> tuple[list[Any], str]:
 def _raise_if_not_unicode(texts: Sequence[str], start: int, exc: TypeError) -> None:
     """Name the text behind the tokenizer's TypeError when it holds a lone surrogate."""
     for index, text in enumerate(texts, start):
-        found = _SURROGATE.search(text)
-        if found:
-            raise ValueError(
-                f"texts[{index}] is not valid Unicode: it holds the lone surrogate "
-                f"U+{ord(found.group()):04X} at character {found.start()}. Decode the source "
-                "with errors='replace', or clean the text with "
-                "text.encode('utf-8', 'replace').decode('utf-8')."
-            ) from exc
+        try:
+            check_unicode(text, f"texts[{index}]")
+        except ValueError as error:
+            raise error from exc
 
 
 def _usable_cores() -> int:

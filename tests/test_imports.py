@@ -58,3 +58,28 @@ def test_the_runtime_and_the_index_load_neither_pyarrow_nor_ray() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+#: The index package's modules, each importing (at load or on use) only those before it.
+INDEX_LAYERS = ("fusion", "inputs", "vectors", "schema", "postings", "keyword", "store",
+                "sources", "cli")  # fmt: skip
+
+
+def test_every_index_module_imports_only_the_modules_below_it() -> None:
+    import ast
+
+    import sse_onnx.index
+
+    package = Path(sse_onnx.index.__file__).parent
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted([*INDEX_LAYERS, "__init__"])
+    for level, name in enumerate(INDEX_LAYERS):
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        found = {
+            alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
+        inside = {m.split(".")[2] for m in found if m.startswith("sse_onnx.index.")}
+        below = set(INDEX_LAYERS[:level])
+        assert inside <= below, f"{name} imports {inside - below}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from sse_onnx.errors import DuplicateIdError
+from sse_onnx.texts import check_unicode
 
 __all__ = [
     "Row",
     "check_positive_int",
-    "check_text",
     "checked_alpha",
     "checked_embeddings",
     "checked_ids",
@@ -26,7 +25,6 @@ __all__ = [
     "checked_where",
 ]
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_IN_KEYS = ('"', "\\", "\0")
 _JSON_TYPES = {str: "text", int: "integer", float: "real"}
 
@@ -39,16 +37,6 @@ class Row:
     text: str
     metadata: str | None
     sha256: bytes
-
-
-def check_text(text: str, name: str) -> None:
-    found = _SURROGATE.search(text)
-    if found:
-        raise ValueError(
-            f"{name} is not valid Unicode: it holds the lone surrogate U+{ord(found.group()):04X} "
-            f"at character {found.start()}. Clean it with text.encode('utf-8', 'replace')"
-            ".decode('utf-8')."
-        )
 
 
 def checked_queries(queries: object) -> list[str]:
@@ -69,7 +57,7 @@ def checked_ids(ids: object, name: str) -> list[str]:
                 f"{name}[{i}] is {type(id_).__name__} ({id_!r:.40}), not str; ids are strings "
                 "(use str(id))."
             )
-        check_text(id_, f"{name}[{i}]")
+        check_unicode(id_, f"{name}[{i}]")
     return list(ids)
 
 
@@ -99,7 +87,7 @@ def checked_rows(texts: object, ids: object, metadata: object) -> list[Row]:
             raise TypeError(
                 f"texts[{i}] is {type(text).__name__} ({text!r:.40}), not str; pass strings only."
             )
-        check_text(text, f"texts[{i}]")
+        check_unicode(text, f"texts[{i}]")
         rows.append(Row(id_, text, _metadata_json(meta, i), hashlib.sha256(text.encode()).digest()))
     return rows
 
@@ -122,7 +110,7 @@ def _metadata_json(meta: object, i: int) -> str | None:
         text = json.dumps(dict(meta), ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata[{i}] is not JSON-serialisable ({exc}).") from exc
-    check_text(text, f"metadata[{i}]")
+    check_unicode(text, f"metadata[{i}]")
     return text
 
 
@@ -139,7 +127,7 @@ def checked_where(where: object) -> list[tuple[str, str, Any]]:
                 f"where key {key!r} must be a str without quotes, backslashes or NUL "
                 "(SQLite's JSON paths cannot name such keys)."
             )
-        check_text(key, f"where key {key!r}")
+        check_unicode(key, f"where key {key!r}")
         filters.append((f'$."{key}"', _json_type(key, value), value))
     return filters
 
@@ -156,7 +144,7 @@ def _json_type(key: str, value: object) -> str:
             "bool or None exactly."
         )
     if isinstance(value, str):
-        check_text(value, f"where[{key!r}]")
+        check_unicode(value, f"where[{key!r}]")
         if "\0" in value:
             raise ValueError(
                 f"where[{key!r}] holds a NUL character; SQLite's JSON functions stop at one, "

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sse_onnx.errors import CorpusError
-from sse_onnx.index.inputs import check_text
+from sse_onnx.texts import check_unicode
 
 if TYPE_CHECKING:
     from sse_onnx.encoder import Encoder
@@ -159,7 +159,7 @@ def _text(where: str, name: str, value: object) -> str:
             f"{where}: field {name!r} is {shown}, not a string; fill it (an empty string will "
             "do) or drop the document"
         )
-    check_text(value, f"{where}: field {name!r}")
+    check_unicode(value, f"{where}: field {name!r}")
     return value
 
 
@@ -169,7 +169,7 @@ def _id(where: str, name: str, value: object) -> str:
     if not isinstance(value, str):
         shown = "null" if value is None else f"{type(value).__name__} {value!r:.40}"
         raise CorpusError(f"{where}: id field {name!r} is {shown}; ids are strings or integers")
-    check_text(value, f"{where}: id field {name!r}")
+    check_unicode(value, f"{where}: id field {name!r}")
     return value
 
 

@@ -25,7 +25,6 @@ from sse_onnx.index.fusion import MODES, Mode, fuse, top_k
 from sse_onnx.index.inputs import (
     Row,
     check_positive_int,
-    check_text,
     checked_alpha,
     checked_embeddings,
     checked_ids,
@@ -43,6 +42,7 @@ from sse_onnx.index.postings import (
     write_segment,
 )
 from sse_onnx.index.vectors import Vectors, quantize_rows
+from sse_onnx.texts import check_unicode
 
 if TYPE_CHECKING:
     from sse_onnx.encoder import Encoder
@@ -566,7 +566,7 @@ class Index:
         single = isinstance(query, str)
         queries = [query] if isinstance(query, str) else checked_queries(query)
         for i, text in enumerate(queries):
-            check_text(text, f"query[{i}]" if not single else "query")
+            check_unicode(text, f"query[{i}]" if not single else "query")
         check_positive_int("k", k)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not one of {MODES}.")
