@@ -23,10 +23,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
-import platform
 import re
 import sys
 import time
@@ -55,6 +55,9 @@ from sse_export.evaluate import (
 )
 from sse_onnx import Encoder
 from sse_onnx.embeddings import normalize
+
+# `python -m bench.evaluate` runs from the root; bench/ is on sys.path as `python bench/...`.
+harness = importlib.import_module("bench.harness" if __package__ else "harness")
 
 __all__ = ["NumpySSE", "agreement", "main", "markdown_table", "onnx_embedder", "teacher_embedder"]
 
@@ -250,19 +253,6 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def _environment() -> dict[str, Any]:
-    import tokenizers
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tokenizers": tokenizers.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-    }
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="SSE checkpoint folder (model.safetensors)")
@@ -335,7 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The teacher is not Matryoshka-trained: report its native width only.
         encoders.append(("teacher all-MiniLM-L6-v2", teacher_embedder(), [None]))
 
-    report: dict[str, Any] = {"environment": _environment(), "ndcg_k": NDCG_K, "models": {}}
+    report: dict[str, Any] = {
+        "environment": harness.environment(("numpy", "tokenizers")),
+        "ndcg_k": NDCG_K,
+        "models": {},
+    }
     columns = list(datasets)
     for name, embed, dims in encoders:
         started = time.perf_counter()

@@ -36,7 +36,6 @@ import importlib
 import json
 import logging
 import os
-import platform
 import re
 import sqlite3
 import sys
@@ -44,7 +43,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,10 @@ import numpy.typing as npt
 
 from sse_export.evaluate import NDCG_K, RetrievalData, default_data_dir, load_retrieval, ndcg_at_k
 from sse_onnx import Encoder
+
+# bench/ is on sys.path as `python bench/fusion_study.py`; `python -m bench.fusion_study` runs
+# from the root.
+harness = importlib.import_module("bench.harness" if __package__ else "harness")
 
 logger = logging.getLogger("fusion_study")
 
@@ -662,40 +664,17 @@ def teacher(study: Study, choice: Choice) -> dict[str, Any]:
         "fused_chosen": fused,
         "reselected_param": method.params[best],
         "fused_reselected": {name: rows[best] for name, rows in sweep_rows.items()},
-        "versions": {name: _version(name) for name in ("torch", "transformers")},
+        "versions": {name: harness.package_version(name) for name in ("torch", "transformers")},
     }
 
 
 # --------------------------------------------------------------------------- report
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "absent"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict[str, Any]:
+    """The harness's record, with the load average at the end."""
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "numpy": np.__version__,
-        "onnxruntime": _version("onnxruntime"),
-        "sse_onnx": _version("sse-onnx"),
+        **harness.environment(("numpy", "onnxruntime", "sse-onnx")),
         "load_average_after": round(os.getloadavg()[0], 2),
     }
 
@@ -736,7 +715,7 @@ def build_report(
     dense, bm25 = study.baselines["dense"], study.baselines["bm25"]
     report: dict[str, Any] = {
         "command": COMMAND,
-        "environment": {"load_average_before": study.load_before, **environment()},
+        "environment": {**environment(), "load_average_before": study.load_before},
         "seconds": {key: round(value, 1) for key, value in study.seconds.items()},
         "metric": f"nDCG@{NDCG_K}, gain 2^rel - 1, log2 discount (sse_export.evaluate.ndcg_at_k)",
         "selected_on": SELECT_ON,
@@ -881,8 +860,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         )
         + ").",
         f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores); Python {env['python']}, "
-        f"SQLite {env['sqlite']}, numpy {env['numpy']}, onnxruntime {env['onnxruntime']}, "
-        f"sse-onnx {env['sse_onnx']}"
+        f"SQLite {env['sqlite']}, numpy {env['versions']['numpy']}, onnxruntime "
+        f"{env['versions']['onnxruntime']}, sse-onnx {env['versions']['sse-onnx']}"
         + (
             f", torch {report['teacher']['versions']['torch']}, transformers "
             f"{report['teacher']['versions']['transformers']} (teacher)."

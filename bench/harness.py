@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import platform
+import sqlite3
+import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -106,12 +108,15 @@ def cpu_name() -> str:
 
 
 def environment(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
-    """Python, platform, CPU, cores, the load average now, and the versions of ``packages``."""
+    """The date, Python, platform, CPU, cores, SQLite, the load average now, and the versions
+    of ``packages`` (every bench script records this one dict)."""
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
         "load_average_before": os.getloadavg(),
         "versions": {name: package_version(name) for name in packages},
     }

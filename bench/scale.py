@@ -35,10 +35,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -47,7 +47,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,9 @@ from sse_onnx.corpus import SHARD_DOCS, CorpusEmbedder, embed_corpus, parquet, p
 from sse_onnx.embeddings import Precision
 from sse_onnx.encoder import BLOCK_TEXTS, DEFAULT_MODEL
 from sse_onnx.tokenizer import TextTokenizer
+
+# bench/ is on sys.path as `python bench/scale.py`; `python -m bench.scale` runs from the root.
+harness = importlib.import_module("bench.harness" if __package__ else "harness")
 
 HERE = Path(__file__).resolve().parent
 SCALE_MD = HERE / "scale.md"
@@ -266,15 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = load_texts(args.data, args.docs)
     tokens = int(TextTokenizer(DEFAULT_MODEL / "tokenizer.json").encode_flat(texts)[1].sum())
     results: dict[str, Any] = {
-        "environment": {
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "ray": version("ray"),
-            "onnxruntime": version("onnxruntime"),
-            "load_average_before": os.getloadavg(),
-        },
+        "environment": harness.environment(("ray", "onnxruntime")),
         "docs": len(texts),
         "tokens": tokens,
         "model": "bundled default (int8 variant, 256 dims)",
@@ -327,7 +321,7 @@ def markdown(r: dict[str, Any]) -> str:
     tokens_per_doc = r["tokens"] / r["docs"]
     lines = [
         f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores), Python {env['python']}, "
-        f"Ray {env['ray']}, onnxruntime {env['onnxruntime']}; load average "
+        f"Ray {env['versions']['ray']}, onnxruntime {env['versions']['onnxruntime']}; load average "
         f"{env['load_average_before'][0]:.2f} before, {env['load_average_after'][0]:.2f} after. "
         f"{r['docs']:,} documents, {r['tokens']:,} tokens ({tokens_per_doc:.0f} per document); "
         f"{r['model']}.",

@@ -24,10 +24,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
-import platform
 import random
 import re
 import sqlite3
@@ -48,6 +48,9 @@ from sse_onnx import Encoder, Index
 from sse_onnx.index import DEFAULT_ALPHA
 from sse_onnx.index.fusion import fuse, top_k
 from sse_onnx.index.vectors import Vectors, quantize_rows
+
+# bench/ is on sys.path as `python bench/search.py`; `python -m bench.search` runs from the root.
+harness = importlib.import_module("bench.harness" if __package__ else "harness")
 
 HERE = Path(__file__).resolve().parent
 COLLECTIONS = ("scifact", "vaswani", "cranfield", "scifact-train")
@@ -365,8 +368,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Measured {time.strftime('%Y-%m-%d')} with `python bench/search.py "
         + " ".join(results["argv"])
-        + f"` ({results['environment']['processor'] or results['environment']['machine']}, "
-        f"{results['environment']['cpu_count']} cores, SQLite "
+        + f"` ({results['environment']['cpu']}, {results['environment']['cores']} cores, SQLite "
         f"{results['environment']['sqlite']}). One run; timings on one thread.",
     ]
     if "quality" in results:
@@ -482,20 +484,6 @@ def _vector_tables(vectors: dict[str, Any]) -> list[str]:
     return lines
 
 
-def environment() -> dict[str, Any]:
-    import onnxruntime
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quality", action="store_true", help="nDCG@10 on the dev collections")
@@ -511,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     results: dict[str, Any] = {
         "argv": list(argv if argv is not None else sys.argv[1:]),
-        "environment": environment(),
+        "environment": harness.environment(),
     }
     with tempfile.TemporaryDirectory(prefix="sse-search-") as work:
         if args.quality:

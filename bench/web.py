@@ -32,7 +32,6 @@ import functools
 import http.server
 import json
 import os
-import platform
 import select
 import shutil
 import statistics
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "queries": len(queries),
         "chromium": chromium_version,
         "node": runs["node onnxruntime-node"]["node"],
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": harness.cpu_name(),
         "browser_vs_node_web_max_abs_diff": browser_vs_node,
         "browser_ids_equal_node_ids": chromium["ids"] == node_web["ids"],
         "worker_equals_page": worker["embeddings"] == chromium["embeddings"],
