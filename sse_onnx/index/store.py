@@ -284,7 +284,8 @@ class Index:
 
         An id already in the index with the same text and metadata is left as it is (no
         encoding). Any other id already in the index is refused, unless ``replace=True``: then
-        its row is updated in place, and its text is embedded again only if it changed.
+        its metadata is updated, and its text is embedded again only if it changed (a changed
+        text is a new document under the same id, after every other in :meth:`documents`).
 
         Args:
             texts: The documents' texts.
