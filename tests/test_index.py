@@ -953,6 +953,45 @@ def test_keyword_scores_stay_exact_through_segments_merges_deletes_and_replaces(
     assert merged_docs and merged_docs <= alive
 
 
+def test_keyword_scores_equal_fts5s_own_bm25_on_hostile_texts(
+    tmp_path: Path, encoder: Encoder
+) -> None:
+    """Texts that test the postings' counts (a word 300 and 70,000 times: uint16 and uint32),
+    lengths (diacritics, CJK, emoji, digits, NUL, punctuation only, empty) and terms: every
+    score equals FTS5's bm25() of the same words on the same file."""
+    texts = [
+        "café CAFÉ cafe naïve Zürich",
+        "東京 タワー 東京",
+        "emoji 🙂 text 🙂🙂 text",
+        "x " * 300 + "café",
+        "x " * 70_000,
+        "digits 123 4.56 7,890 123",
+        "nul\x00 inside\x00text",
+        "!!! ??? ...",
+        "",
+        "a" * 5000 + " long word",
+        "the connection of connected connections",
+    ]
+    ids = [f"h{i}" for i in range(len(texts))]
+    queries = ["cafe", "x café", "東京", "text 123", "connect", "inside text", "a" * 5000]
+    with Index(tmp_path / "hostile.db", encoder=encoder) as index:
+        index.add(texts, ids=ids)
+        found = {query: index.search(query, k=100, mode="keyword") for query in queries}
+    connection = sqlite3.connect(tmp_path / "hostile.db")
+    for query, hits in found.items():
+        words = dict.fromkeys(re.findall(r"[^\W_]+", query))
+        expected = dict(
+            connection.execute(
+                "SELECT d.id, -bm25(sse_fts) FROM sse_fts JOIN sse_docs d ON "
+                "d.doc = sse_fts.rowid WHERE sse_fts MATCH ?",
+                (" OR ".join(f'"{word}"' for word in words),),
+            ).fetchall()
+        )
+        assert expected, query
+        check_ranking(hits, expected, 100, tol=1e-5 * max(expected.values()), context=query)
+    connection.close()
+
+
 # ---------------------------------------------------------------- word scores kept in memory
 
 
