@@ -23,7 +23,7 @@ posting counts only if its document is in ``sse_docs`` (a replaced text gets a n
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,28 +91,23 @@ class Postings:
         ends = np.cumsum(np.bincount(key, minlength=len(numbers)))
         return Postings(list(numbers), ends.astype(np.int64), docs, counts)
 
-    def rows(self) -> Iterable[tuple[str, U32, U32]]:
-        start = 0
-        for term, end in zip(self.terms, self.ends.tolist(), strict=True):
-            yield term, self.docs[start:end], self.counts[start:end]
-            start = end
-
 
 class Tokenizer:
     """Reads texts as the index's FTS5 table does, in a scratch in-memory database.
 
-    Used by one thread at a time (the add's encoding thread).
+    Used by one thread at a time (one of the add's threads).
     """
 
     def __init__(self) -> None:
-        self._connection = sqlite3.connect(
-            ":memory:", isolation_level=None, check_same_thread=False
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        # Contentless and without lengths: only the terms are read back (lengths are counted).
+        connection.execute(
+            "CREATE VIRTUAL TABLE b USING fts5(text, content='', columnsize=0, "
+            f"tokenize='{FTS_TOKENIZER}')"
         )
-        self._connection.execute(
-            f"CREATE VIRTUAL TABLE b USING fts5(text, tokenize='{FTS_TOKENIZER}')"
-        )
-        self._connection.execute("CREATE VIRTUAL TABLE b_instance USING fts5vocab(b, instance)")
-        self._connection.execute("CREATE VIRTUAL TABLE b_row USING fts5vocab(b, row)")
+        connection.execute("CREATE VIRTUAL TABLE b_instance USING fts5vocab(b, instance)")
+        connection.execute("CREATE VIRTUAL TABLE b_row USING fts5vocab(b, row)")
+        self._connection = connection
 
     def close(self) -> None:
         self._connection.close()
@@ -147,17 +142,15 @@ class Tokenizer:
         if len(starts) != (int(term_ends[-1]) if len(term_ends) else 0):
             raise RuntimeError("FTS5's vocabulary tables disagree on the documents of a term.")
         numbers = np.array(docs, np.int64)
-        lengths = np.bincount(np.searchsorted(numbers, found), minlength=len(docs))
+        if len(numbers) and numbers[-1] - numbers[0] == len(numbers) - 1:  # consecutive
+            at = found - numbers[0]
+        else:
+            at = np.searchsorted(numbers, found)
+        lengths = np.bincount(at, minlength=len(docs))
         postings = Postings(
             terms, term_ends, found[starts].astype(np.uint32), counts.astype(np.uint32)
         )
         return postings, lengths.astype(np.int64)
-
-
-def _counts_blob(counts: U32) -> bytes:
-    peak = int(counts.max()) if len(counts) else 0
-    kind = np.uint8 if peak < 1 << 8 else np.uint16 if peak < 1 << 16 else np.uint32
-    return counts.astype(f"<{np.dtype(kind).str[1:]}").tobytes()
 
 
 def write_segment(connection: sqlite3.Connection, postings: Postings, level: int = 0) -> None:
@@ -168,12 +161,27 @@ def write_segment(connection: sqlite3.Connection, postings: Postings, level: int
         "SELECT coalesce(max(segment), 0) + 1 FROM sse_segments"
     ).fetchone()
     connection.execute("INSERT INTO sse_segments (segment, level) VALUES (?, ?)", (segment, level))
+    ends = postings.ends.tolist()
+    starts = [0, *ends[:-1]]
+    # Each term's counts in the narrowest of uint8/16/32 that holds its largest: the bytes of
+    # all postings are made once per width, and each row takes its slice.
+    peaks = np.maximum.reduceat(postings.counts, np.array(starts, np.int64)).tolist()
+    docs = postings.docs.astype("<u4").tobytes()
+    widths: dict[int, bytes] = {}
+
+    def counts(width: int) -> bytes:
+        if width not in widths:
+            widths[width] = postings.counts.astype(f"<u{width}").tobytes()
+        return widths[width]
+
+    rows = []
+    for term, start, end, peak in zip(postings.terms, starts, ends, peaks, strict=True):
+        width = 1 if peak < 1 << 8 else 2 if peak < 1 << 16 else 4
+        rows.append(
+            (term, segment, docs[4 * start : 4 * end], counts(width)[width * start : width * end])
+        )
     connection.executemany(
-        "INSERT INTO sse_postings (term, segment, docs, counts) VALUES (?, ?, ?, ?)",
-        (
-            (term, segment, docs.astype("<u4").tobytes(), _counts_blob(counts))
-            for term, docs, counts in postings.rows()
-        ),
+        "INSERT INTO sse_postings (term, segment, docs, counts) VALUES (?, ?, ?, ?)", rows
     )
 
 

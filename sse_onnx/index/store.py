@@ -428,22 +428,26 @@ class Index:
             self._tokenizer = Tokenizer()
         tokenizer = self._tokenizer
 
-        def prepare(start: int, batch: list[tuple[int, Row]]) -> _Prepared:
-            texts = [row.text for _, row in batch]
-            if given is None:
-                vectors = self.encoder.encode(texts, show_progress_bar=False)
-            else:
-                vectors = normalize(given[start : start + len(batch)])
-            postings, lengths = tokenizer([doc for doc, _ in batch], texts)
-            return _Prepared(*quantize_rows(vectors), postings, lengths)
+        def embed(start: int, batch: list[tuple[int, Row]]) -> npt.NDArray[np.float32]:
+            if given is not None:
+                return normalize(given[start : start + len(batch)])
+            return self.encoder.encode([row.text for _, row in batch], show_progress_bar=False)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-index-add") as pool:
-            pending = pool.submit(prepare, 0, batches[0])
+        def read(batch: list[tuple[int, Row]]) -> tuple[Postings, npt.NDArray[np.int64]]:
+            return tokenizer([doc for doc, _ in batch], [row.text for _, row in batch])
+
+        # Three stages at once: the next batch is encoded and read while one is written
+        # (onnxruntime, tokenizers and SQLite let go of the GIL while they work).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sse-index-add") as pool:
+            pending = (pool.submit(embed, 0, batches[0]), pool.submit(read, batches[0]))
             for i, batch in enumerate(batches):
-                done = pending.result()
+                vectors, (postings, lengths) = pending[0].result(), pending[1].result()
                 if i + 1 < len(batches):
-                    pending = pool.submit(prepare, starts[i + 1], batches[i + 1])
-                yield batch, done
+                    pending = (
+                        pool.submit(embed, starts[i + 1], batches[i + 1]),
+                        pool.submit(read, batches[i + 1]),
+                    )
+                yield batch, _Prepared(*quantize_rows(vectors), postings, lengths)
 
     def _write_batch(self, batch: list[tuple[int, Row]], prepared: _Prepared) -> None:
         executemany = self._connection.executemany
@@ -452,17 +456,10 @@ class Index:
             "INSERT INTO sse_docs (doc, id, text, metadata, sha256, vector, scale, tokens) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    doc,
-                    row.id,
-                    row.text,
-                    row.metadata,
-                    row.sha256,
-                    q[i].tobytes(),
-                    float(scales[i]),
-                    int(lengths[i]),
+                (doc, row.id, row.text, row.metadata, row.sha256, vector, scale, length)
+                for (doc, row), vector, scale, length in zip(
+                    batch, _rows_bytes(q), scales.tolist(), lengths.tolist(), strict=True
                 )
-                for i, (doc, row) in enumerate(batch)
             ],
         )
         executemany(
@@ -753,6 +750,12 @@ class _Segment:
         before &= ~np.isin(numbers, self._removed)
         alive: npt.NDArray[np.bool_] = before | (numbers >= self._first)
         return alive
+
+
+def _rows_bytes(q: npt.NDArray[np.int8]) -> list[bytes]:
+    """Each row of ``q`` as bytes (one copy, then slices)."""
+    data, width = np.ascontiguousarray(q).tobytes(), q.shape[1]
+    return [data[i : i + width] for i in range(0, len(data), width)]
 
 
 def _identity(encoder: Encoder) -> dict[str, str]:
