@@ -63,6 +63,7 @@ class KeywordSearch:
         self._cached = 0
         self._asked: dict[str, int] = {}  # how often each word was asked, across changes
         self._table: npt.NDArray[np.int32] | None = None
+        self._average: float | None = None  # the documents' mean length
         connection.execute(
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.sse_query "
             f"USING fts5(word, tokenize='{FTS_TOKENIZER}')"
@@ -106,6 +107,7 @@ class KeywordSearch:
         self._cache.clear()
         self._cached = 0
         self._table = None
+        self._average = None
 
     def _part(
         self, word: str, terms: tuple[str, ...], docs: I64, lengths: npt.NDArray[np.int32]
@@ -145,7 +147,7 @@ class KeywordSearch:
             counts.astype(np.float64),
             lengths[where].astype(np.float64),
             len(docs),
-            float(lengths.sum(dtype=np.int64)) / len(docs),
+            self._average_length(lengths),
         )
         return where.astype(np.int32), part.astype(np.float32)
 
@@ -165,6 +167,11 @@ class KeywordSearch:
             )
         # FTS5's bm25() is negative, lower is better.
         return where.astype(np.int32), -np.array(scores, np.float32)
+
+    def _average_length(self, lengths: npt.NDArray[np.int32]) -> float:
+        if self._average is None:
+            self._average = float(lengths.sum(dtype=np.int64)) / len(lengths)
+        return self._average
 
     def _positions(self, numbers: I64, docs: I64) -> npt.NDArray[np.int64]:
         """Where each document number sits in ``docs`` (-1 where it is not held)."""
