@@ -40,7 +40,9 @@ __all__ = [
     "B",
     "Postings",
     "TermReader",
+    "Tokenizer",
     "bm25_part",
+    "decode",
     "merge_segments",
     "write_segment",
 ]
@@ -95,7 +97,7 @@ class Postings:
 class Tokenizer:
     """Reads texts as the index's FTS5 table does, in a scratch in-memory database.
 
-    Used by one thread at a time (one of the add's threads).
+    Used by one thread at a time.
     """
 
     def __init__(self) -> None:

@@ -415,10 +415,12 @@ class Index:
     def _prepared(
         self, numbered: list[tuple[int, Row]], given: npt.NDArray[np.float32] | None
     ) -> Iterator[tuple[list[tuple[int, Row]], _Prepared]]:
-        """Batches with their vectors and postings; the next batch is prepared while one is
-        written.
+        """Batches with their vectors and postings: a thread encodes the next batch while
+        this one reads a batch's terms and writes it.
 
-        onnxruntime and SQLite both let go of the GIL, so encoding and writing overlap.
+        onnxruntime and SQLite both let go of the GIL, so encoding and writing overlap. (A
+        third thread for the terms was measured no faster on two cores: both FTS5 passes then
+        compete for the same caches.)
         """
         starts = range(0, len(numbered), ADD_BATCH)
         batches = [numbered[i : i + ADD_BATCH] for i in starts]
@@ -436,17 +438,13 @@ class Index:
         def read(batch: list[tuple[int, Row]]) -> tuple[Postings, npt.NDArray[np.int64]]:
             return tokenizer([doc for doc, _ in batch], [row.text for _, row in batch])
 
-        # Three stages at once: the next batch is encoded and read while one is written
-        # (onnxruntime, tokenizers and SQLite let go of the GIL while they work).
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sse-index-add") as pool:
-            pending = (pool.submit(embed, 0, batches[0]), pool.submit(read, batches[0]))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sse-index-encode") as pool:
+            pending = pool.submit(embed, 0, batches[0])
             for i, batch in enumerate(batches):
-                vectors, (postings, lengths) = pending[0].result(), pending[1].result()
+                postings, lengths = read(batch)
+                vectors = pending.result()
                 if i + 1 < len(batches):
-                    pending = (
-                        pool.submit(embed, starts[i + 1], batches[i + 1]),
-                        pool.submit(read, batches[i + 1]),
-                    )
+                    pending = pool.submit(embed, starts[i + 1], batches[i + 1])
                 yield batch, _Prepared(*quantize_rows(vectors), postings, lengths)
 
     def _write_batch(self, batch: list[tuple[int, Row]], prepared: _Prepared) -> None:
@@ -747,7 +745,8 @@ class _Segment:
         held = self._held
         at = np.searchsorted(held, numbers).clip(0, max(len(held) - 1, 0))
         before = (held[at] == numbers) if len(held) else np.zeros(len(numbers), bool)
-        before &= ~np.isin(numbers, self._removed)
+        if len(self._removed):
+            before &= ~np.isin(numbers, self._removed)
         alive: npt.NDArray[np.bool_] = before | (numbers >= self._first)
         return alive
 
