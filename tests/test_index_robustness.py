@@ -392,6 +392,11 @@ def tamper(path: Path, *statements: str) -> None:
         ),
         (["DELETE FROM sse_meta WHERE key = 'schema_version'"], r"has index schema version None"),
         (
+            ["UPDATE sse_meta SET value = '1' WHERE key = 'schema_version'"],
+            r"written by an earlier sse-onnx \(index schema version 1; this one reads version 2\)"
+            r"\. Build a new index from its texts",
+        ),
+        (
             ["UPDATE sse_meta SET value = 'other' WHERE key = 'format'"],
             r"is not an sse-onnx index \(format 'other'\)",
         ),

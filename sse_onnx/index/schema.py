@@ -193,6 +193,12 @@ def check(connection: sqlite3.Connection, path: Path) -> dict[str, str]:
     if meta.get("format") != FORMAT_NAME:
         raise IndexFormatError(f"{path} is not an sse-onnx index (format {meta.get('format')!r}).")
     version = meta.get("schema_version")
+    if version is not None and version.isdigit() and int(version) < SCHEMA_VERSION:
+        raise IndexFormatError(
+            f"{path} was written by an earlier sse-onnx (index schema version {version}; this "
+            f"one reads version {SCHEMA_VERSION}). Build a new index from its texts, which are "
+            "in its sse_docs table: sqlite3 FILE 'SELECT id, text, metadata FROM sse_docs'."
+        )
     if version != str(SCHEMA_VERSION):
         raise IndexFormatError(
             f"{path} has index schema version {version}, this sse-onnx reads version "
