@@ -458,6 +458,73 @@ def test_ctrl_c_stops_the_job_in_one_line_that_says_resume_continues(
     assert not (out / "_SUCCESS").exists()
 
 
+#: sse-embed's main() with a job that, once stopped by Ctrl-C, never finishes winding down
+#: (as a Ray that does not shut down): it marks each stage with a file for the test to wait on.
+HANGING_DRIVER = """\
+import pathlib, sys, time
+from sse_onnx.corpus import cli
+cli.STOP_SECONDS = {stop}
+
+
+def hang(args):
+    pathlib.Path({started!r}).touch()
+    try:
+        while True:
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        pathlib.Path({stopping!r}).touch()
+        while True:
+            time.sleep(0.01)
+
+
+cli._embed = hang
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120  # a safety net only
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_a_job_that_does_not_wind_down_still_stops_in_one_line(
+    tmp_path: Path, presses: int
+) -> None:
+    """After Ctrl-C the command exits with its line within STOP_SECONDS even if the job hangs
+    (here 1 s), and at once on a second Ctrl-C (here STOP_SECONDS is 10 minutes)."""
+    started, stopping = tmp_path / "started", tmp_path / "stopping"
+    script = HANGING_DRIVER.format(
+        stop=1.0 if presses == 1 else 600.0, started=str(started), stopping=str(stopping)
+    )
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script, "in.jsonl", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for_file(started, driver)
+        driver.send_signal(signal.SIGINT)
+        if presses == 2:
+            wait_for_file(stopping, driver)
+            driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    stderr = err.decode()
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines() == [
+        f"sse-embed: stopped; {out} keeps the shards already written: run the same command with "
+        "--resume to continue."
+    ]
+
+
 def test_an_unreachable_s3_input_is_one_line_before_ray_starts(tmp_path: Path) -> None:
     """An S3 endpoint where nothing answers (this machine, a port nothing listens on)."""
     env = {

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sse_onnx.corpus.options import CALIBRATION_DOCS, INPUT_FORMATS, SHARD_DOCS
 from sse_onnx.embeddings import PRECISIONS
@@ -21,6 +26,10 @@ __all__ = ["build_parser", "main"]
 
 #: The exit code of a job stopped by Ctrl-C (SIGINT), as shells report it.
 INTERRUPTED = 130
+#: Seconds a job stopped by Ctrl-C has to wind down (Ray shutting down) before the command
+#: exits anyway; a second Ctrl-C exits at once. Shards are written whole (renamed into place),
+#: so --resume continues either way.
+STOP_SECONDS = 30.0
 #: Python's names in the library's messages, and the flags this command says instead.
 _FLAGS = (
     (r"\bid_field=None\b", "--row-ids"),
@@ -164,16 +173,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (0 done, 1 bad input or failed job, 130 stopped)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stopped = f"sse-embed: {_stopped(args.output)}"
+    said = threading.Event()
     try:
-        summary = _embed(args)
+        with _stoppable(stopped, said):
+            summary = _embed(args)
     except (ImportError, SSEError, ValueError, TypeError) as exc:
         print(f"sse-embed: error: {_in_flags(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"sse-embed: {_stopped(args.output)}", file=sys.stderr)
+        print(stopped, file=sys.stderr, flush=True)
+        said.set()
         return INTERRUPTED
     print(summary)
     return 0
+
+
+@contextmanager
+def _stoppable(message: str, said: threading.Event) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the job, which stops it and shuts its Ray down; if the
+    process has not ended ``STOP_SECONDS`` later (a Ray that does not shut down, seen on a
+    loaded machine), or at a second Ctrl-C, it exits at once with ``message`` (unless ``said``).
+
+    The deadline is kept by a thread woken through ``signal.set_wakeup_fd``, so that it holds
+    even while the main thread is blocked inside Ray's C code, where no Python handler runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave() -> None:
+        if not said.is_set():
+            print(message, file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED)
+
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+
+    def watch() -> None:
+        presses = 0
+        while data := reader.recv(64):
+            before, presses = presses, presses + data.count(signal.SIGINT)
+            if presses >= 2:
+                leave()
+            if before == 0 and presses == 1:
+                timer = threading.Timer(STOP_SECONDS, leave)
+                timer.daemon = True
+                timer.start()
+
+    watcher = threading.Thread(target=watch, name="sse-embed-stop", daemon=True)
+    watcher.start()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        # A deadline already running stays: it also ends an exit that hangs (Ray's hooks).
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGINT, previous)
+        writer.close()
+        watcher.join()
+        reader.close()
 
 
 def _embed(args: argparse.Namespace) -> object:
