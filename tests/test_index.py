@@ -953,6 +953,21 @@ def test_keyword_scores_stay_exact_through_segments_merges_deletes_and_replaces(
     assert merged_docs and merged_docs <= alive
 
 
+def test_an_add_whose_batch_has_no_term_is_written(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of texts without a single term (empty, punctuation) joins the add's others."""
+    from sse_onnx.index import store
+
+    monkeypatch.setattr(store, "ADD_BATCH", 2)
+    texts = ["", "!!!", "hello world", "", "world"]
+    with Index(tmp_path / "empty.db", encoder=encoder) as index:
+        index.add(texts, ids=[f"t{i}" for i in range(len(texts))])
+        hits = index.search("world", k=10, mode="keyword")
+    expected = reference_bm25(texts, "world")
+    check_ranking(hits, {f"t{i}": s for i, s in enumerate(expected) if s > 0}, 10, tol=1e-5)
+
+
 def test_keyword_scores_equal_fts5s_own_bm25_on_hostile_texts(
     tmp_path: Path, encoder: Encoder
 ) -> None:
@@ -971,11 +986,15 @@ def test_keyword_scores_equal_fts5s_own_bm25_on_hostile_texts(
         "",
         "a" * 5000 + " long word",
         "the connection of connected connections",
+        "中" * 11000 + " cut inside a character",  # a term FTS5 cuts at 32,768 bytes
     ]
     ids = [f"h{i}" for i in range(len(texts))]
     queries = ["cafe", "x café", "東京", "text 123", "connect", "inside text", "a" * 5000]
+    queries += ["中" * 11000, "中" * 11000 + " character"]
     with Index(tmp_path / "hostile.db", encoder=encoder) as index:
-        index.add(texts, ids=ids)
+        index.add(texts[:1], ids=ids[:1])
+        index.add(texts[1:], ids=ids[1:])  # segments merged below: one of them per add
+        index.add([""] * 3, ids=["e1", "e2", "e3"])  # a batch without any term
         found = {query: index.search(query, k=100, mode="keyword") for query in queries}
     connection = sqlite3.connect(tmp_path / "hostile.db")
     for query, hits in found.items():

@@ -496,13 +496,13 @@ def use(index: Index) -> None:
         # (FTS5's own segments are read only for words it reads as phrases and by writes; their
         # damage is among the mutated files below, where a clean result is also accepted.)
         pytest.param(
-            ["UPDATE sse_postings SET docs = x'010203' WHERE term = 'river'"], None,
+            ["UPDATE sse_postings SET docs = x'010203' WHERE term = CAST('river' AS BLOB)"], None,
             r"damaged\.db: A row of the index's postings is not a list", id="postings-docs",
         ),
         pytest.param(
             [
                 "UPDATE sse_postings SET counts = zeroblob(3 * length(docs) / 4)"
-                " WHERE term = 'river'"
+                " WHERE term = CAST('river' AS BLOB)"
             ],
             None,
             r"postings has counts that do not match", id="postings-counts",
@@ -980,3 +980,27 @@ def test_an_interrupt_in_the_encoder_rolls_back(
         assert index.add(texts, ids=ids).added == len(texts)
         assert len(index) == 20 + len(texts)
         np.testing.assert_equal(len(list(index.documents())), 20 + len(texts))
+
+
+def test_a_commit_by_another_writer_just_after_ours_is_seen(
+    tmp_path: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connection commits between this one's commit and its bookkeeping: this one
+    must still notice (else it would search without that writer's documents, and a merge of
+    its postings would drop theirs as gone)."""
+    path = tmp_path / "two.db"
+    with Index(path, encoder=encoder) as first, Index(path, encoder=encoder) as second:
+        first.add(["a first text"], ids=["f1"])
+        forget = first._keyword.forget
+        pending = [lambda: second.add(["a zebra from the other writer"], ids=["s1"])]
+
+        def other_writer_commits() -> None:
+            forget()
+            while pending:
+                pending.pop()()
+
+        monkeypatch.setattr(first._keyword, "forget", other_writer_commits)
+        first.add(["a second text"], ids=["f2"])
+        assert [hit.id for hit in first.search("zebra", mode="keyword")] == ["s1"]
+        assert len(first) == 3
+        assert first.search("zebra", k=1)[0].id == "s1"

@@ -13,7 +13,8 @@ reads as one term (nearly all) is scored from the index's own postings of that t
 (:mod:`sse_onnx.index.postings`: numpy, no lookup per document); a word read as several terms
 is a phrase, and its part is asked of FTS5 (``MATCH '"word"'``, ``bm25()``). The parts are
 added, and kept in memory (up to ``CACHED_POSTINGS`` documents in all; the words asked least
-often leave first) until the index changes. Scores are exact either way.
+often leave first) until the index changes. A part is computed in float64 and kept as float32
+whether or not it is kept in memory, so a query scores the same either way.
 """
 
 from __future__ import annotations
@@ -73,11 +74,11 @@ class KeywordSearch:
             "USING fts5vocab(temp, sse_query, instance)"
         )
 
-    def words(self, query: str) -> list[tuple[str, tuple[str, ...]]]:
+    def words(self, query: str) -> list[tuple[str, tuple[bytes, ...]]]:
         """The words of ``query`` that FTS5 reads as terms (one for each distinct reading),
         each with its terms."""
         words = list(dict.fromkeys(_WORD.findall(query)))
-        distinct: dict[tuple[str, ...], str] = {}
+        distinct: dict[tuple[bytes, ...], str] = {}
         for word, terms in zip(words, self._read(words), strict=True):
             if terms:
                 distinct.setdefault(terms, word)
@@ -110,7 +111,7 @@ class KeywordSearch:
         self._average = None
 
     def _part(
-        self, word: str, terms: tuple[str, ...], docs: I64, lengths: npt.NDArray[np.int32]
+        self, word: str, terms: tuple[bytes, ...], docs: I64, lengths: npt.NDArray[np.int32]
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
         """The positions of the documents holding ``word`` and its part of their scores.
 
@@ -134,7 +135,7 @@ class KeywordSearch:
         return where, part
 
     def _from_postings(
-        self, term: str, docs: I64, lengths: npt.NDArray[np.int32]
+        self, term: bytes, docs: I64, lengths: npt.NDArray[np.int32]
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
         """A term's part, from the index's postings (documents no longer held are skipped)."""
         numbers, counts = self._term(term)
@@ -202,16 +203,19 @@ class KeywordSearch:
                 break
             self._cached -= len(self._cache.pop(word)[0])
 
-    def _read(self, words: list[str]) -> list[tuple[str, ...]]:
-        """How FTS5's tokenizer reads each word: its terms, in order (none for some)."""
+    def _read(self, words: list[str]) -> list[tuple[bytes, ...]]:
+        """How FTS5's tokenizer reads each word: its terms' bytes, in order (none for some).
+
+        Bytes, not text: FTS5 cuts a term longer than 32,768 bytes, which can split a character.
+        """
         connection = self._connection
         connection.executemany(
             "INSERT INTO temp.sse_query (rowid, word) VALUES (?, ?)", enumerate(words)
         )
         try:
-            found: list[list[str]] = [[] for _ in words]
+            found: list[list[bytes]] = [[] for _ in words]
             for doc, term in connection.execute(
-                "SELECT doc, term FROM temp.sse_query_terms ORDER BY doc, offset"
+                "SELECT doc, CAST(term AS BLOB) FROM temp.sse_query_terms ORDER BY doc, offset"
             ):
                 found[doc].append(term)
         finally:

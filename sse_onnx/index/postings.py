@@ -5,19 +5,22 @@ microsecond a document, so a common word costs a query hundreds of milliseconds 
 documents. The index keeps what BM25 needs in its own table instead, written in the same
 transaction as the text: for each term, the documents that hold it and how often (``tf``);
 each document's length in terms is ``sse_docs.tokens``. A query reads a term's postings in a
-few rows and scores them with numpy, and the score is FTS5's ``bm25()`` exactly (the same
-terms, counts, lengths and formula; tests/test_index.py compares them).
+few rows and scores them with numpy: FTS5's ``bm25()`` with the same terms, counts, lengths
+and formula, in float64 (each term's part is then kept as float32; tests/test_index.py
+compares the two).
 
 Terms come from FTS5 itself: a batch of texts is put through a scratch FTS5 table with the
 index's tokenizer, and its ``fts5vocab`` tables say which terms each document holds how often.
 
 Storage (docs/index-format.md): ``sse_postings(term, segment, docs, counts)``, one row a term
 and segment, ``docs`` the documents' numbers as little-endian uint32 and ``counts`` their
-counts as uint8, uint16 or uint32 (the width is ``len(counts) / (len(docs) / 4)``). Each
-write adds a segment (level 0) of up to ``SEGMENT_DOCUMENTS`` documents; when ``FANOUT``
-segments share a level they are merged into one of the next level, dropping the postings of
-documents that are gone. A deleted or replaced document's postings stay until then: a
-posting counts only if its document is in ``sse_docs`` (a replaced text gets a new number).
+counts as uint8, uint16 or uint32 (the width is ``len(counts) / (len(docs) / 4)``). An add
+writes segments (level 0) of up to ``SEGMENT_DOCUMENTS`` documents each; at its end, every
+level that holds ``FANOUT`` segments or more has all of them merged into one of the next
+level, dropping the postings of documents that are gone. A deleted or replaced document's
+postings stay until a merge reaches their segment (never, for a segment no later add merges
+again): a posting counts only if its document is in ``sse_docs`` (a replaced text gets a
+new number, so a number is never reused).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class Postings:
         counts: How often the term occurs in each document.
     """
 
-    terms: list[str]
+    terms: list[bytes]
     ends: I64
     docs: U32
     counts: U32
@@ -81,10 +84,12 @@ class Postings:
         """One ``Postings`` of several, each term's postings in the order of ``parts``."""
         if len(parts) == 1:
             return parts[0]
-        numbers: dict[str, int] = {}
+        numbers: dict[bytes, int] = {}
         keys = []
         for part in parts:
-            ids = np.array([numbers.setdefault(term, len(numbers)) for term in part.terms])
+            ids = np.array(
+                [numbers.setdefault(term, len(numbers)) for term in part.terms], np.int64
+            )
             keys.append(np.repeat(ids, np.diff(part.ends, prepend=0)))
         key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
         order = np.argsort(key, kind="stable")
@@ -124,7 +129,7 @@ class Tokenizer:
             )
             # Every occurrence's document, in FTS5's order: by term, then document.
             (joined,) = connection.execute("SELECT group_concat(doc) FROM b_instance").fetchone()
-            rows = connection.execute("SELECT term, doc, cnt FROM b_row").fetchall()
+            rows = connection.execute("SELECT CAST(term AS BLOB), doc, cnt FROM b_row").fetchall()
         finally:
             connection.execute("ROLLBACK")
         found = np.fromstring(joined, dtype=np.int64, sep=",") if joined else np.zeros(0, np.int64)
@@ -134,7 +139,9 @@ class Tokenizer:
         ends = np.cumsum(occurrences)
         if len(found) != (int(ends[-1]) if len(ends) else 0):
             raise RuntimeError("FTS5's vocabulary tables disagree on the number of occurrences.")
-        # Runs of one document within one term are its count.
+        # Runs of one document within one term are its count. E.g. terms "cat" (3 occurrences)
+        # and "dog" (2), occurrences' documents [4, 4, 7, 7, 9]: runs [4, 4], [7] | [7], [9]
+        # give "cat": docs 4, 7 counts 2, 1; "dog": docs 7, 9 counts 1, 1.
         first = np.ones(len(found), bool)
         first[1:] = found[1:] != found[:-1]
         first[ends[:-1]] = True
@@ -190,7 +197,8 @@ def write_segment(connection: sqlite3.Connection, postings: Postings, level: int
 def merge_segments(
     connection: sqlite3.Connection, alive: Callable[[U32], npt.NDArray[np.bool_]]
 ) -> None:
-    """Merge every ``FANOUT`` segments of a level into one of the next (inside a transaction).
+    """Merge all the segments of each level holding ``FANOUT`` or more into one segment of the
+    next level (inside the caller's transaction).
 
     Postings whose document is not ``alive`` are dropped.
     """
@@ -210,7 +218,7 @@ def merge_segments(
             )
         ]
         marks = ",".join("?" * len(segments))
-        terms: list[str] = []
+        terms: list[bytes] = []
         docs: list[U32] = []
         counts: list[U32] = []
         ends: list[int] = []
@@ -277,7 +285,7 @@ class TermReader:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
 
-    def __call__(self, term: str) -> tuple[U32, U32]:
+    def __call__(self, term: bytes) -> tuple[U32, U32]:
         rows = self._connection.execute(
             "SELECT docs, counts FROM sse_postings WHERE term = ?", (term,)
         ).fetchall()

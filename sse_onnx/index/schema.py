@@ -67,7 +67,7 @@ _TABLES = (
     f"text, content='sse_docs', content_rowid='doc', tokenize='{FTS_TOKENIZER}')",
     "CREATE TABLE sse_segments (segment INTEGER PRIMARY KEY, level INTEGER NOT NULL)",
     "CREATE TABLE sse_postings ("
-    "term TEXT NOT NULL, "
+    "term BLOB NOT NULL, "
     "segment INTEGER NOT NULL, "
     "docs BLOB NOT NULL, "
     "counts BLOB NOT NULL, "

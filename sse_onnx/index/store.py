@@ -333,12 +333,15 @@ class Index:
                 self._load()
             self._pending: list[Callable[[], None]] = []
             result = work()
+            # Read inside the transaction: this connection's own commit leaves data_version as
+            # it is, and another writer's commit after it changes it (the next use reloads).
+            version = self._data_version()
             # Until the vectors in memory follow this commit, the next read reloads them.
             self._version = None
         for change in self._pending:
             change()
         self._keyword.forget()
-        self._version = self._data_version()
+        self._version = version
         return result
 
     def _existing(self, ids: Sequence[str]) -> dict[str, tuple[int, bytes, str | None, str]]:
@@ -393,13 +396,14 @@ class Index:
             where = {row.id: i for i, row in enumerate(rows)}
             given = given[[where[row.id] for row in written]]
         removed = np.array([doc for doc, _, _, _ in gone], np.int64)
-        segment = _Segment(self._connection, first, removed, self.vectors.docs[: len(self.vectors)])
+        held = self.vectors.docs[: len(self.vectors)]
+        postings = _PostingsWriter(self._connection, first, removed, held)
         for batch, prepared in self._prepared(numbered, given):
             self._write_batch(batch, prepared)
-            segment.add(prepared.postings, len(batch))
+            postings.add(prepared.postings, len(batch))
             if progress is not None:
                 progress(len(batch))
-        segment.close()
+        postings.close()
         if progress is not None and same:
             progress(len(same))
         return AddResult(added=len(new), replaced=len(changed), unchanged=len(same))
@@ -410,7 +414,12 @@ class Index:
             "SELECT max(coalesce((SELECT max(doc) FROM sse_docs), 0), coalesce((SELECT seq "
             "FROM sqlite_sequence WHERE name = 'sse_docs'), 0))"
         ).fetchone()
-        return int(top) + 1
+        if not isinstance(top, int):
+            raise IndexFormatError(
+                f"{self.path}: its sqlite_sequence holds {top!r} for sse_docs, not a number; the "
+                "file is damaged. Build the index again from its texts."
+            )
+        return top + 1
 
     def _prepared(
         self, numbered: list[tuple[int, Row]], given: npt.NDArray[np.float32] | None
@@ -700,7 +709,7 @@ class _Prepared:
     lengths: npt.NDArray[np.int64]
 
 
-class _Segment:
+class _PostingsWriter:
     """Gathers one add's postings and writes them as segments of ``SEGMENT_DOCUMENTS``, then
     merges segments (inside the add's transaction).
 
