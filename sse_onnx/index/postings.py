@@ -15,9 +15,9 @@ index's tokenizer, and its ``fts5vocab`` tables say which terms each document ho
 Storage (docs/index-format.md): ``sse_postings(term, segment, docs, counts)``, one row a term
 and segment, ``docs`` the documents' numbers as little-endian uint32 and ``counts`` their
 counts as uint8, uint16 or uint32 (the width is ``len(counts) / (len(docs) / 4)``). An add
-writes segments (level 0) of up to ``SEGMENT_DOCUMENTS`` documents each; at its end, every
-level that holds ``FANOUT`` segments or more has all of them merged into one of the next
-level, dropping the postings of documents that are gone. A deleted or replaced document's
+writes segments (level 0) of up to ``SEGMENT_DOCUMENTS`` documents each; after each, every
+level that holds ``FANOUT`` segments has them merged into one of the next level, dropping
+the postings of documents that are gone. A deleted or replaced document's
 postings stay until a merge reaches their segment (never, for a segment no later add merges
 again): a posting counts only if its document is in ``sse_docs`` (a replaced text gets a
 new number, so a number is never reused).

@@ -710,8 +710,9 @@ class _Prepared:
 
 
 class _PostingsWriter:
-    """Gathers one add's postings and writes them as segments of ``SEGMENT_DOCUMENTS``, then
-    merges segments (inside the add's transaction).
+    """Gathers one add's postings and writes them as segments of ``SEGMENT_DOCUMENTS``,
+    merging segments after each (inside the add's transaction), so that a large add merges
+    ``FANOUT`` segments at a time rather than all of them at its end.
 
     Args:
         connection: The index's connection, in a write transaction.
@@ -742,11 +743,11 @@ class _PostingsWriter:
 
     def close(self) -> None:
         self._flush()
-        merge_segments(self._connection, self._alive)
 
     def _flush(self) -> None:
         if self._parts:
             write_segment(self._connection, Postings.join(self._parts))
+            merge_segments(self._connection, self._alive)
         self._parts, self._documents = [], 0
 
     def _alive(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
