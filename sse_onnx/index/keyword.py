@@ -28,6 +28,7 @@ import numpy.typing as npt
 from sse_onnx.errors import IndexFormatError
 from sse_onnx.index.postings import TermReader, bm25_part
 from sse_onnx.index.schema import FTS_TOKENIZER
+from sse_onnx.index.vectors import find
 
 __all__ = ["CACHED_POSTINGS", "MAX_WORDS", "KeywordSearch", "expression"]
 
@@ -188,8 +189,7 @@ class KeywordSearch:
             out = np.full(len(numbers), -1, np.int64)
             out[inside] = self._table[numbers[inside]]
             return out
-        at = np.searchsorted(docs, numbers).clip(0, len(docs) - 1)
-        return np.where(docs[at] == numbers, at, -1)
+        return find(docs, numbers)
 
     def _evict(self) -> None:
         """Drop the words asked least often (the smaller first) down to 3/4 of the budget.

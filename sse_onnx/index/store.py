@@ -41,7 +41,7 @@ from sse_onnx.index.postings import (
     merge_segments,
     write_segment,
 )
-from sse_onnx.index.vectors import Vectors, quantize_rows
+from sse_onnx.index.vectors import Vectors, find, quantize_rows
 from sse_onnx.texts import check_unicode
 
 if TYPE_CHECKING:
@@ -752,9 +752,7 @@ class _PostingsWriter:
 
     def _alive(self, docs: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
         numbers = docs.astype(np.int64)
-        held = self._held
-        at = np.searchsorted(held, numbers).clip(0, max(len(held) - 1, 0))
-        before = (held[at] == numbers) if len(held) else np.zeros(len(numbers), bool)
+        before = find(self._held, numbers) >= 0
         if len(self._removed):
             before &= ~np.isin(numbers, self._removed)
         alive: npt.NDArray[np.bool_] = before | (numbers >= self._first)

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from sse_onnx.errors import IndexFormatError
 
-__all__ = ["Vectors", "dequantize", "quantize_rows"]
+__all__ = ["Vectors", "dequantize", "find", "quantize_rows"]
 
 #: The scoring graph, written by ``python -m sse_export.score_graph`` (export/score_graph.py).
 SCORE_GRAPH = Path(__file__).resolve().parent / "scores.onnx"
@@ -125,9 +125,8 @@ class Vectors:
             IndexFormatError: if a document is not held (the file's full-text index names a
                 document its table does not hold: it is damaged).
         """
-        held = self.docs[: self._count]
-        at = np.searchsorted(held, docs)
-        if len(at) and (at.max() >= len(held) or not np.array_equal(held[at], docs)):
+        at = find(self.docs[: self._count], docs)
+        if (at < 0).any():
             raise IndexFormatError(
                 "The index's full-text part names documents its table does not hold; the file "
                 "is damaged. Build the index again from its texts."
@@ -150,6 +149,14 @@ class Vectors:
         out *= self.scales[:n]
         out *= q_scales[:, None]
         return out
+
+
+def find(held: npt.NDArray[np.int64], docs: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each of ``docs`` sits in ``held`` (ascending document numbers), -1 where absent."""
+    if len(held) == 0:
+        return np.full(len(docs), -1, np.int64)
+    at = np.searchsorted(held, docs).clip(0, len(held) - 1)
+    return np.where(held[at] == docs, at, -1)
 
 
 def _grown(array: npt.NDArray[_G], rows: int) -> npt.NDArray[_G]:
