@@ -25,10 +25,9 @@ import sqlite3
 import numpy as np
 import numpy.typing as npt
 
-from sse_onnx.errors import IndexFormatError
 from sse_onnx.index.postings import TermReader, bm25_part
 from sse_onnx.index.schema import FTS_TOKENIZER
-from sse_onnx.index.vectors import find
+from sse_onnx.index.vectors import find, held_positions
 
 __all__ = ["CACHED_POSTINGS", "MAX_WORDS", "KeywordSearch", "expression"]
 
@@ -161,12 +160,7 @@ class KeywordSearch:
             "SELECT rowid, bm25(sse_fts) FROM sse_fts WHERE sse_fts MATCH ?", (expression(word),)
         ).fetchall()
         numbers, scores = zip(*rows, strict=True) if rows else ((), ())
-        where = self._positions(np.array(numbers, np.int64), docs)
-        if (where < 0).any():
-            raise IndexFormatError(
-                "The index's full-text part names documents its table does not hold; the file "
-                "is damaged. Build the index again from its texts."
-            )
+        where = held_positions(docs, np.array(numbers, np.int64))
         # FTS5's bm25() is negative, lower is better.
         return where.astype(np.int32), -np.array(scores, np.float32)
 

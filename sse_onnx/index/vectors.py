@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from sse_onnx.errors import IndexFormatError
 
-__all__ = ["Vectors", "dequantize", "find", "quantize_rows"]
+__all__ = ["Vectors", "dequantize", "find", "held_positions", "quantize_rows"]
 
 #: The scoring graph, written by ``python -m sse_export.score_graph`` (export/score_graph.py).
 SCORE_GRAPH = Path(__file__).resolve().parent / "scores.onnx"
@@ -125,13 +125,7 @@ class Vectors:
             IndexFormatError: if a document is not held (the file's full-text index names a
                 document its table does not hold: it is damaged).
         """
-        at = find(self.docs[: self._count], docs)
-        if (at < 0).any():
-            raise IndexFormatError(
-                "The index's full-text part names documents its table does not hold; the file "
-                "is damaged. Build the index again from its texts."
-            )
-        return at
+        return held_positions(self.docs[: self._count], docs)
 
     def cosines(self, queries: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``(m, n)`` cosines of unit ``queries`` against every row held."""
@@ -157,6 +151,24 @@ def find(held: npt.NDArray[np.int64], docs: npt.NDArray[np.int64]) -> npt.NDArra
         return np.full(len(docs), -1, np.int64)
     at = np.searchsorted(held, docs).clip(0, len(held) - 1)
     return np.where(held[at] == docs, at, -1)
+
+
+def held_positions(
+    held: npt.NDArray[np.int64], docs: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Where each of ``docs`` sits in ``held``.
+
+    Raises:
+        IndexFormatError: if a document is not held (the file's full-text index names a
+            document its table does not hold: it is damaged).
+    """
+    at = find(held, docs)
+    if (at < 0).any():
+        raise IndexFormatError(
+            "The index's full-text part names documents its table does not hold; the file "
+            "is damaged. Build the index again from its texts."
+        )
+    return at
 
 
 def _grown(array: npt.NDArray[_G], rows: int) -> npt.NDArray[_G]:
